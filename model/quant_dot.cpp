@@ -1,0 +1,207 @@
+#include "quant_dot.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <stdexcept>
+
+#include "inflight/half.hpp"
+#include "quant_blocks.hpp"
+
+#if defined(__AVX2__) && defined(__FMA__)
+#include <immintrin.h>
+#define INFLIGHT_AVX2 1
+#endif
+
+namespace inflight::kernels {
+
+using namespace inflight::quant;
+
+bool has_direct_kernel(ggml_type type) {
+  return type == ggml_type::q4_0 || type == ggml_type::q4_1 || type == ggml_type::q8_0;
+}
+
+namespace {
+
+float round_trip_fp16(float x) { return fp16_to_fp32(fp32_to_fp16(x)); }
+
+}  // namespace
+
+void quantize_activations(const float* x, act_block* out, int64_t n) {
+  for (int64_t block = 0; block < n / act_block_values; ++block) {
+    const float* values = x + block * act_block_values;
+    float amax = 0.0f;
+    for (int i = 0; i < act_block_values; ++i) amax = std::max(amax, std::fabs(values[i]));
+    const float d = amax / 127.0f;
+    const float inverse = amax != 0.0f ? 127.0f / amax : 0.0f;
+    int32_t sum = 0;
+    act_block& dst = out[block];
+    for (int i = 0; i < act_block_values; ++i) {
+      // nearbyint: round half to even, as ggml's AVX2 path (_mm256_round_ps, nearest) does.
+      const int32_t q = int32_t(std::nearbyint(values[i] * inverse));
+      dst.qs[i] = int8_t(q);
+      sum += q;
+    }
+    dst.d = round_trip_fp16(d);
+    dst.ds = round_trip_fp16(d * float(sum));
+  }
+}
+
+void quantize_row_q8_0(const float* x, void* out_blocks, int64_t n) {
+  auto* out = static_cast<block_q8_0*>(out_blocks);
+  for (int64_t block = 0; block < n / qk8_0; ++block) {
+    const float* values = x + block * qk8_0;
+    float amax = 0.0f;
+    for (int i = 0; i < qk8_0; ++i) amax = std::max(amax, std::fabs(values[i]));
+    const float d = amax / 127.0f;
+    const float inverse = d != 0.0f ? 1.0f / d : 0.0f;
+    out[block].d = fp32_to_fp16(d);
+    for (int i = 0; i < qk8_0; ++i) out[block].qs[i] = int8_t(std::lround(values[i] * inverse));
+  }
+}
+
+namespace {
+
+// ---- per-block weight unpacking ------------------------------------------------------------------
+// Each weight type provides: the scale d, an optional "min" m (Q4_1), and its 32 quants in value order.
+// Signed types (Q4_0, Q8_0) yield int8 in [-127, 127]; Q4_1 yields unsigned 0..15.
+
+#ifdef INFLIGHT_AVX2
+
+inline __m256i unpack_nibbles(const uint8_t* qs) {  // 16 bytes -> 32 values: low nibbles first, then high
+  const __m128i packed = _mm_loadu_si128(reinterpret_cast<const __m128i*>(qs));
+  const __m256i both = _mm256_set_m128i(_mm_srli_epi16(packed, 4), packed);
+  return _mm256_and_si256(both, _mm256_set1_epi8(0x0f));
+}
+
+// Sum over 32 lanes of u8 a * s8 b, as 8 int32 partial sums.
+inline __m256i dot_u8_s8(__m256i a, __m256i b) {
+#if defined(__AVX512VNNI__) && defined(__AVX512VL__)
+  return _mm256_dpbusd_epi32(_mm256_setzero_si256(), a, b);
+#elif defined(__AVXVNNI__)
+  return _mm256_dpbusd_avx_epi32(_mm256_setzero_si256(), a, b);
+#else
+  const __m256i pairs = _mm256_maddubs_epi16(a, b);  // no saturation: |a*b| sums stay < 2^15 here
+  return _mm256_madd_epi16(pairs, _mm256_set1_epi16(1));
+#endif
+}
+
+inline float horizontal_sum(__m256 v) {
+  const __m128 lo = _mm256_castps256_ps128(v);
+  const __m128 hi = _mm256_extractf128_ps(v, 1);
+  __m128 sum = _mm_add_ps(lo, hi);
+  sum = _mm_add_ps(sum, _mm_movehl_ps(sum, sum));
+  sum = _mm_add_ss(sum, _mm_movehdup_ps(sum));
+  return _mm_cvtss_f32(sum);
+}
+
+// Dots one weight row with `tile` activation rows (tile <= 4). The per-token instruction sequence does
+// not depend on `tile`.
+template <class block_type, int tile>
+void dot_row_tile(const block_type* row, const act_block* const* act, int64_t num_blocks, float* result) {
+  __m256 acc[tile];
+  float min_terms[tile];
+  for (int t = 0; t < tile; ++t) { acc[t] = _mm256_setzero_ps(); min_terms[t] = 0.0f; }
+  for (int64_t b = 0; b < num_blocks; ++b) {
+    const block_type& w = row[b];
+    const float dw = fp16_to_fp32(w.d);
+    if constexpr (std::is_same_v<block_type, block_q4_1>) {
+      const __m256i quants = unpack_nibbles(w.qs);
+      const float mw = fp16_to_fp32(w.m);
+      for (int t = 0; t < tile; ++t) {
+        const act_block& a = act[t][b];
+        const __m256i q = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a.qs));
+        const __m256 products = _mm256_cvtepi32_ps(dot_u8_s8(quants, q));
+        acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(dw * a.d), products, acc[t]);
+        min_terms[t] += mw * a.ds;
+      }
+    } else {
+      __m256i quants;
+      if constexpr (std::is_same_v<block_type, block_q4_0>) {
+        quants = _mm256_sub_epi8(unpack_nibbles(w.qs), _mm256_set1_epi8(8));
+      } else {
+        quants = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w.qs));
+      }
+      // u8 x s8 products need an unsigned side: |w| * (sign(w) * q) == w * q.
+      const __m256i magnitudes = _mm256_sign_epi8(quants, quants);
+      for (int t = 0; t < tile; ++t) {
+        const act_block& a = act[t][b];
+        const __m256i q = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a.qs));
+        const __m256 products = _mm256_cvtepi32_ps(dot_u8_s8(magnitudes, _mm256_sign_epi8(q, quants)));
+        acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(dw * a.d), products, acc[t]);
+      }
+    }
+  }
+  for (int t = 0; t < tile; ++t) result[t] = horizontal_sum(acc[t]) + min_terms[t];
+}
+
+#else  // portable scalar path
+
+inline int weight_value(const block_q4_0& w, int i) {
+  return (i < 16 ? (w.qs[i] & 0x0f) : (w.qs[i - 16] >> 4)) - 8;
+}
+inline int weight_value(const block_q4_1& w, int i) {
+  return i < 16 ? (w.qs[i] & 0x0f) : (w.qs[i - 16] >> 4);
+}
+inline int weight_value(const block_q8_0& w, int i) { return w.qs[i]; }
+
+template <class block_type, int tile>
+void dot_row_tile(const block_type* row, const act_block* const* act, int64_t num_blocks, float* result) {
+  for (int t = 0; t < tile; ++t) {
+    float sum = 0.0f, min_terms = 0.0f;
+    for (int64_t b = 0; b < num_blocks; ++b) {
+      const act_block& a = act[t][b];
+      int32_t dot = 0;
+      for (int i = 0; i < 32; ++i) dot += weight_value(row[b], i) * a.qs[i];
+      sum += fp16_to_fp32(row[b].d) * a.d * float(dot);
+      if constexpr (std::is_same_v<block_type, block_q4_1>) min_terms += fp16_to_fp32(row[b].m) * a.ds;
+    }
+    result[t] = sum + min_terms;
+  }
+}
+
+#endif
+
+// Rows are walked in chunks that stay in L1 while every token tile passes over them: the weights are
+// read from memory once per step however many tokens the step carries.
+constexpr int64_t rows_per_chunk = 16;
+constexpr int token_tile = 4;
+
+template <class block_type>
+void matmul_typed(const weight_matrix& weights, const act_block* act, int64_t num_tokens, float* out,
+                  int64_t out_stride, int64_t row_begin, int64_t row_end) {
+  const int64_t num_blocks = weights.cols / 32;
+  for (int64_t chunk = row_begin; chunk < row_end; chunk += rows_per_chunk) {
+    const int64_t chunk_end = std::min(chunk + rows_per_chunk, row_end);
+    for (int64_t t0 = 0; t0 < num_tokens; t0 += token_tile) {
+      const int tile = int(std::min<int64_t>(token_tile, num_tokens - t0));
+      const act_block* rows_of_act[token_tile];
+      for (int t = 0; t < tile; ++t) rows_of_act[t] = act + (t0 + t) * num_blocks;
+      for (int64_t r = chunk; r < chunk_end; ++r) {
+        const auto* row = reinterpret_cast<const block_type*>(weights.data + size_t(r) * weights.row_bytes);
+        float result[token_tile];
+        switch (tile) {
+          case 4: dot_row_tile<block_type, 4>(row, rows_of_act, num_blocks, result); break;
+          case 3: dot_row_tile<block_type, 3>(row, rows_of_act, num_blocks, result); break;
+          case 2: dot_row_tile<block_type, 2>(row, rows_of_act, num_blocks, result); break;
+          default: dot_row_tile<block_type, 1>(row, rows_of_act, num_blocks, result); break;
+        }
+        for (int t = 0; t < tile; ++t) out[(t0 + t) * out_stride + r] = result[t];
+      }
+    }
+  }
+}
+
+}  // namespace
+
+void matmul(const weight_matrix& weights, const act_block* act, int64_t num_tokens, float* out, int64_t out_stride,
+            int64_t row_begin, int64_t row_end) {
+  switch (weights.type) {
+    case ggml_type::q4_0: return matmul_typed<block_q4_0>(weights, act, num_tokens, out, out_stride, row_begin, row_end);
+    case ggml_type::q4_1: return matmul_typed<block_q4_1>(weights, act, num_tokens, out, out_stride, row_begin, row_end);
+    case ggml_type::q8_0: return matmul_typed<block_q8_0>(weights, act, num_tokens, out, out_stride, row_begin, row_end);
+    default: throw std::invalid_argument("matmul: no direct kernel for this weight type");
+  }
+}
+
+}  // namespace inflight::kernels

@@ -12,6 +12,7 @@
 #include <optional>
 #include <random>
 #include <span>
+#include <utility>
 #include <vector>
 
 namespace inflight {
@@ -62,15 +63,29 @@ class sampler {
   const sampling_params& params() const { return params_; }
 
  private:
-  void apply_penalties(float* logits) const;
+  // Applies the penalties to `logits` in place, first saving the raw values it overwrites in
+  // penalized_raw_, so the chosen token's raw log-probability can still be reported.
+  void apply_penalties(float* logits);
+  // Top-k -> top-p -> min-p -> draw, on the penalised logits. `weights_hold_raw`: weights_ already
+  // holds exp(logit - max) of these very logits (temperature 1, nothing penalised), with sum `raw_mass`.
+  int32_t draw(const float* logits, bool weights_hold_raw, double raw_mass);
+  // Top-p over the whole vocabulary from weights_: writes the nucleus to candidates_, returns its size.
+  int32_t nucleus(double target_mass);
+  // The logit `token` had before apply_penalties.
+  float raw_logit(const float* logits, int32_t token) const;
 
   sampling_params params_;
   int32_t vocab_size_;
   std::mt19937_64 rng_;
-  std::vector<int32_t> prompt_tokens_;     // sorted, unique
+  std::vector<int32_t> prompt_tokens_;     // sorted, unique, all in [0, vocab_size)
   std::vector<int32_t> output_counts_;     // per vocab id: times generated (sized once)
-  std::vector<int32_t> output_seen_;       // ids with output_counts_ > 0, in first-seen order
-  std::vector<std::pair<float, int32_t>> candidates_;  // scratch
+  std::vector<int32_t> output_seen_;       // ids with output_counts_ > 0, in first-seen order;
+                                           // capacity vocab_size, so push_back never allocates
+  // Scratch, sized at construction so that sample() never allocates:
+  std::vector<std::pair<int32_t, float>> penalized_raw_;  // (id, raw logit); capacity vocab_size
+  std::vector<std::pair<float, int32_t>> candidates_;     // (logit, then weight; id); vocab_size
+  std::vector<float> weights_;                            // per id: exp((logit - max) / T)
+  std::vector<double> bucket_mass_;                       // top-p histogram over weight magnitudes
 };
 
 }  // namespace inflight

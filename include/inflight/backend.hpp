@@ -1,0 +1,52 @@
+// The narrow interface between the engine and a compute backend (CPU now, CUDA later): one call runs one
+// step for many sequences, each with its own block table into the backend's paged KV cache.
+//
+// Paged KV cache (the same logical layout on every backend, as vLLM's NHD layout):
+//
+//   per layer:  K[num_blocks][block_size][num_kv_heads][head_dim]   (fp16)
+//               V[num_blocks][block_size][num_kv_heads][head_dim]   (fp16)
+//
+//   token at position p of a sequence lives in block block_table[p / block_size], slot p % block_size.
+//
+// The backend owns the memory; who owns which block is decided outside (the KV manager). A block
+// table must cover every position the step writes: [0, start_position + tokens.size()).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <span>
+
+#include "inflight/model_config.hpp"
+
+namespace inflight {
+
+// One sequence's share of a step: a prefill chunk (many tokens) or a decode token (one).
+struct sequence_chunk {
+  std::span<const int32_t> tokens;       // the new tokens, at positions start_position, start_position+1, ...
+  int32_t start_position = 0;            // tokens already in this sequence's KV cache
+  std::span<const int32_t> block_table;  // physical block ids, in position order
+  bool compute_logits = false;           // produce logits for the chunk's last token
+};
+
+struct kv_cache_geometry {
+  int32_t block_size = 16;   // tokens per block
+  int32_t num_blocks = 0;
+};
+
+class backend {
+ public:
+  virtual ~backend() = default;
+
+  virtual const model_config& config() const = 0;
+  virtual kv_cache_geometry kv_geometry() const = 0;
+  // Most tokens (summed over sequences) one step may carry.
+  virtual int32_t max_step_tokens() const = 0;
+
+  // Runs one forward step. Writes the K/V of every new token into its block, and for the i-th chunk with
+  // compute_logits writes config().vocab_size logits to `logits + i * vocab_size` (i counts only chunks
+  // that asked). Throws std::invalid_argument for a malformed step (too many tokens, a block table that
+  // does not cover the positions, an out-of-range block or token id).
+  virtual void forward(std::span<const sequence_chunk> chunks, float* logits) = 0;
+};
+
+}  // namespace inflight

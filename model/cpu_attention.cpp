@@ -1,0 +1,142 @@
+#include "cpu_attention.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+#include "inflight/half.hpp"
+
+#if defined(__AVX2__) && defined(__F16C__) && defined(__FMA__)
+#include <immintrin.h>
+#define INFLIGHT_F16C 1
+#endif
+
+namespace inflight::kernels {
+
+void rope_angles(int32_t position, int32_t rope_dims, float freq_base, float freq_scale, const float* freq_factors,
+                 float* cos_out, float* sin_out) {
+  const float theta_scale = std::pow(freq_base, -2.0f / float(rope_dims));
+  float theta = float(position);
+  for (int32_t pair = 0; pair < rope_dims / 2; ++pair) {
+    const float factor = freq_factors ? freq_factors[pair] : 1.0f;
+    const float angle = freq_scale * theta / factor;
+    cos_out[pair] = std::cos(angle);
+    sin_out[pair] = std::sin(angle);
+    theta *= theta_scale;
+  }
+}
+
+void apply_rope(float* x, int32_t num_heads, int32_t head_dim, int32_t rope_dims, const float* cos_values,
+                const float* sin_values) {
+  for (int32_t head = 0; head < num_heads; ++head) {
+    float* h = x + int64_t(head) * head_dim;
+    for (int32_t pair = 0; pair < rope_dims / 2; ++pair) {
+      const float x0 = h[2 * pair], x1 = h[2 * pair + 1];
+      h[2 * pair] = x0 * cos_values[pair] - x1 * sin_values[pair];
+      h[2 * pair + 1] = x0 * sin_values[pair] + x1 * cos_values[pair];
+    }
+  }
+}
+
+void store_kv(const float* k, const float* v, uint16_t* k_cache, uint16_t* v_cache, int64_t slot,
+              int32_t kv_values_per_token) {
+  uint16_t* k_dst = k_cache + slot * kv_values_per_token;
+  uint16_t* v_dst = v_cache + slot * kv_values_per_token;
+  for (int32_t i = 0; i < kv_values_per_token; ++i) {
+    k_dst[i] = fp32_to_fp16(k[i]);
+    v_dst[i] = fp32_to_fp16(v[i]);
+  }
+}
+
+namespace {
+
+// dot(fp16 a, float b) over n values (n a multiple of 8 on the SIMD path).
+inline float dot_f16_f32(const uint16_t* a, const float* b, int32_t n) {
+#ifdef INFLIGHT_F16C
+  if (n % 8 == 0) {
+    __m256 acc = _mm256_setzero_ps();
+    for (int32_t i = 0; i < n; i += 8) {
+      const __m256 av = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(a + i)));
+      acc = _mm256_fmadd_ps(av, _mm256_loadu_ps(b + i), acc);
+    }
+    __m128 sum = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
+    sum = _mm_add_ps(sum, _mm_movehl_ps(sum, sum));
+    sum = _mm_add_ss(sum, _mm_movehdup_ps(sum));
+    return _mm_cvtss_f32(sum);
+  }
+#endif
+  float sum = 0.0f;
+  for (int32_t i = 0; i < n; ++i) sum += fp16_to_fp32(a[i]) * b[i];
+  return sum;
+}
+
+// out += weight * fp16 a over n values.
+inline void axpy_f16(float weight, const uint16_t* a, float* out, int32_t n) {
+#ifdef INFLIGHT_F16C
+  if (n % 8 == 0) {
+    const __m256 w = _mm256_set1_ps(weight);
+    for (int32_t i = 0; i < n; i += 8) {
+      const __m256 av = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(a + i)));
+      _mm256_storeu_ps(out + i, _mm256_fmadd_ps(w, av, _mm256_loadu_ps(out + i)));
+    }
+    return;
+  }
+#endif
+  for (int32_t i = 0; i < n; ++i) out[i] += weight * fp16_to_fp32(a[i]);
+}
+
+constexpr int32_t max_queries_per_kv = 16;
+constexpr int32_t max_head_dim = 256;
+
+}  // namespace
+
+void attend(const float* q, const uint16_t* k_cache, const uint16_t* v_cache, std::span<const int32_t> block_table,
+            int32_t num_positions, int32_t kv_head, const attention_shape& shape, float* out, float* scratch) {
+  const int32_t group = shape.queries_per_kv();
+  const int32_t dim = shape.head_dim;
+  const int64_t token_stride = int64_t(shape.num_kv_heads) * dim;
+  const float scale = 1.0f / std::sqrt(float(dim));
+
+  // ggml's non-flash path multiplies K (fp16) by Q converted to fp16; mirror that rounding.
+  float queries[max_queries_per_kv * max_head_dim];
+  for (int32_t g = 0; g < group; ++g) {
+    const float* src = q + int64_t(kv_head * group + g) * dim;
+    for (int32_t i = 0; i < dim; ++i) queries[g * dim + i] = fp16_to_fp32(fp32_to_fp16(src[i]));
+  }
+
+  // Scores: every K vector is read once for all query heads of the group.
+  for (int32_t position = 0; position < num_positions; ++position) {
+    const int64_t slot = int64_t(block_table[size_t(position / shape.block_size)]) * shape.block_size +
+                         position % shape.block_size;
+    const uint16_t* k = k_cache + slot * token_stride + int64_t(kv_head) * dim;
+    for (int32_t g = 0; g < group; ++g) {
+      scratch[int64_t(g) * num_positions + position] = dot_f16_f32(k, queries + g * dim, dim) * scale;
+    }
+  }
+
+  // Softmax per head (sum in double, as ggml does); probabilities rounded to fp16 as ggml's V product sees them.
+  for (int32_t g = 0; g < group; ++g) {
+    float* scores = scratch + int64_t(g) * num_positions;
+    const float max_score = *std::max_element(scores, scores + num_positions);
+    double sum = 0.0;
+    for (int32_t p = 0; p < num_positions; ++p) {
+      scores[p] = std::exp(scores[p] - max_score);
+      sum += scores[p];
+    }
+    const float inverse = float(1.0 / sum);
+    for (int32_t p = 0; p < num_positions; ++p) scores[p] = fp16_to_fp32(fp32_to_fp16(scores[p] * inverse));
+    std::fill_n(out + int64_t(kv_head * group + g) * dim, dim, 0.0f);
+  }
+
+  // Weighted sum of V, again one read of each V vector for the whole group.
+  for (int32_t position = 0; position < num_positions; ++position) {
+    const int64_t slot = int64_t(block_table[size_t(position / shape.block_size)]) * shape.block_size +
+                         position % shape.block_size;
+    const uint16_t* v = v_cache + slot * token_stride + int64_t(kv_head) * dim;
+    for (int32_t g = 0; g < group; ++g) {
+      axpy_f16(scratch[int64_t(g) * num_positions + position], v, out + int64_t(kv_head * group + g) * dim, dim);
+    }
+  }
+}
+
+}  // namespace inflight::kernels
