@@ -38,17 +38,31 @@ void apply_rope(float* x, int32_t num_heads, int32_t head_dim, int32_t rope_dims
   }
 }
 
-void store_kv(const float* k, const float* v, uint16_t* k_cache, uint16_t* v_cache, int64_t slot,
-              int32_t kv_values_per_token) {
-  uint16_t* k_dst = k_cache + slot * kv_values_per_token;
-  uint16_t* v_dst = v_cache + slot * kv_values_per_token;
-  for (int32_t i = 0; i < kv_values_per_token; ++i) {
-    k_dst[i] = fp32_to_fp16(k[i]);
-    v_dst[i] = fp32_to_fp16(v[i]);
+namespace {
+
+// float -> fp16, round half to even (F16C does exactly what the scalar fp32_to_fp16 does, 8 at a time).
+inline void to_fp16(const float* src, uint16_t* dst, int32_t n) {
+  int32_t i = 0;
+#ifdef INFLIGHT_F16C
+  for (; i + 8 <= n; i += 8) {
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + i),
+                     _mm256_cvtps_ph(_mm256_loadu_ps(src + i), _MM_FROUND_TO_NEAREST_INT));
   }
+#endif
+  for (; i < n; ++i) dst[i] = fp32_to_fp16(src[i]);
 }
 
-namespace {
+// Rounds values through fp16 in place (what ggml's f16 operands see).
+inline void round_through_fp16(float* values, int32_t n) {
+  int32_t i = 0;
+#ifdef INFLIGHT_F16C
+  for (; i + 8 <= n; i += 8) {
+    const __m128i half = _mm256_cvtps_ph(_mm256_loadu_ps(values + i), _MM_FROUND_TO_NEAREST_INT);
+    _mm256_storeu_ps(values + i, _mm256_cvtph_ps(half));
+  }
+#endif
+  for (; i < n; ++i) values[i] = fp16_to_fp32(fp32_to_fp16(values[i]));
+}
 
 // dot(fp16 a, float b) over n values (n a multiple of 8 on the SIMD path).
 inline float dot_f16_f32(const uint16_t* a, const float* b, int32_t n) {
@@ -90,6 +104,12 @@ constexpr int32_t max_head_dim = 256;
 
 }  // namespace
 
+void store_kv(const float* k, const float* v, uint16_t* k_cache, uint16_t* v_cache, int64_t slot,
+              int32_t kv_values_per_token) {
+  to_fp16(k, k_cache + slot * kv_values_per_token, kv_values_per_token);
+  to_fp16(v, v_cache + slot * kv_values_per_token, kv_values_per_token);
+}
+
 void attend(const float* q, const uint16_t* k_cache, const uint16_t* v_cache, std::span<const int32_t> block_table,
             int32_t num_positions, int32_t kv_head, const attention_shape& shape, float* out, float* scratch) {
   const int32_t group = shape.queries_per_kv();
@@ -99,10 +119,8 @@ void attend(const float* q, const uint16_t* k_cache, const uint16_t* v_cache, st
 
   // ggml's non-flash path multiplies K (fp16) by Q converted to fp16; mirror that rounding.
   float queries[max_queries_per_kv * max_head_dim];
-  for (int32_t g = 0; g < group; ++g) {
-    const float* src = q + int64_t(kv_head * group + g) * dim;
-    for (int32_t i = 0; i < dim; ++i) queries[g * dim + i] = fp16_to_fp32(fp32_to_fp16(src[i]));
-  }
+  std::copy_n(q + int64_t(kv_head) * group * dim, group * dim, queries);
+  round_through_fp16(queries, group * dim);
 
   // Scores: every K vector is read once for all query heads of the group.
   for (int32_t position = 0; position < num_positions; ++position) {
@@ -124,7 +142,8 @@ void attend(const float* q, const uint16_t* k_cache, const uint16_t* v_cache, st
       sum += scores[p];
     }
     const float inverse = float(1.0 / sum);
-    for (int32_t p = 0; p < num_positions; ++p) scores[p] = fp16_to_fp32(fp32_to_fp16(scores[p] * inverse));
+    for (int32_t p = 0; p < num_positions; ++p) scores[p] *= inverse;
+    round_through_fp16(scores, num_positions);
     std::fill_n(out + int64_t(kv_head * group + g) * dim, dim, 0.0f);
   }
 

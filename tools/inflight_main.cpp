@@ -1,1 +1,33 @@
-int main() { return 0; }
+// The `inflight` executable: a route table of subcommands.
+#include <cstdio>
+#include <cstring>
+#include <string_view>
+
+#include "cli_commands.hpp"
+
+namespace {
+
+void print_usage() {
+  std::fputs(
+      "usage: inflight <command> [options]\n"
+      "\n"
+      "commands:\n"
+      "  generate   run the model on a prompt and stream the answer (inflight generate --help)\n"
+      "  inspect    print a GGUF file's metadata and tensor table (inflight inspect MODEL)\n",
+      stderr);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc < 2 || std::strcmp(argv[1], "--help") == 0 || std::strcmp(argv[1], "-h") == 0) {
+    print_usage();
+    return argc < 2 ? 2 : 0;
+  }
+  const std::string_view command = argv[1];
+  if (command == "generate") return inflight::cli::run_generate(argc - 1, argv + 1);
+  if (command == "inspect") return inflight::cli::run_inspect(argc - 1, argv + 1);
+  std::fprintf(stderr, "inflight: unknown command '%s'\n", argv[1]);
+  print_usage();
+  return 2;
+}
