@@ -196,6 +196,20 @@ struct cpu_backend::impl {
     num_logits = outputs;
   }
 
+  // Token t: hidden += projected (the last sublayer's output) when `add_residual`, then the RMS norm
+  // with `norm_weights`, quantized into act_hidden for the next matmul.
+  void add_residual_norm_quantize(int64_t t, bool add_residual, const float* norm_weights) {
+    const int32_t hidden_size = config.hidden_size;
+    float* x = hidden.data() + t * hidden_size;
+    if (add_residual) {
+      const float* delta = projected.data() + t * hidden_size;
+      for (int32_t i = 0; i < hidden_size; ++i) x[i] += delta[i];
+    }
+    rms_norm(x, norm_weights, normed.data() + t * hidden_size, hidden_size, config.rms_norm_eps);
+    kernels::quantize_activations(normed.data() + t * hidden_size, act_hidden.data() + t * (hidden_size / 32),
+                                  hidden_size);
+  }
+
   // The whole step, run by every thread of the pool; `barrier()` separates ops that depend on each other.
   void run_step(int thread) {
     const int32_t hidden_size = config.hidden_size, q_size = config.q_size(), kv_size = config.kv_size();
@@ -220,14 +234,7 @@ struct cpu_backend::impl {
 
       // Residual from the previous layer's FFN, then attention norm, quantized for the Q/K/V products.
       for (int64_t t = my_tokens.begin; t < my_tokens.end; ++t) {
-        float* x = hidden.data() + t * hidden_size;
-        if (layer > 0) {
-          const float* delta = projected.data() + t * hidden_size;
-          for (int32_t i = 0; i < hidden_size; ++i) x[i] += delta[i];
-        }
-        rms_norm(x, w.attn_norm.data(), normed.data() + t * hidden_size, hidden_size, config.rms_norm_eps);
-        kernels::quantize_activations(normed.data() + t * hidden_size, act_hidden.data() + t * hidden_blocks,
-                                      hidden_size);
+        add_residual_norm_quantize(t, layer > 0, w.attn_norm.data());
       }
       pool.barrier();
       fused_matmul({{&w.attn_q, q.data()}, {&w.attn_k, k.data()}, {&w.attn_v, v.data()}}, act_hidden.data(),
@@ -267,14 +274,7 @@ struct cpu_backend::impl {
       pool.barrier();
 
       // Residual, FFN norm, SwiGLU.
-      for (int64_t t = my_tokens.begin; t < my_tokens.end; ++t) {
-        float* x = hidden.data() + t * hidden_size;
-        const float* delta = projected.data() + t * hidden_size;
-        for (int32_t i = 0; i < hidden_size; ++i) x[i] += delta[i];
-        rms_norm(x, w.ffn_norm.data(), normed.data() + t * hidden_size, hidden_size, config.rms_norm_eps);
-        kernels::quantize_activations(normed.data() + t * hidden_size, act_hidden.data() + t * hidden_blocks,
-                                      hidden_size);
-      }
+      for (int64_t t = my_tokens.begin; t < my_tokens.end; ++t) add_residual_norm_quantize(t, true, w.ffn_norm.data());
       pool.barrier();
       fused_matmul({{&w.ffn_gate, gate.data()}, {&w.ffn_up, up.data()}}, act_hidden.data(), num_tokens, pool, thread);
       pool.barrier();

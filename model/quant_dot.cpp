@@ -11,6 +11,10 @@
 #if defined(__AVX2__) && defined(__FMA__)
 #include <immintrin.h>
 #define INFLIGHT_AVX2 1
+#if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VNNI__)
+#define INFLIGHT_AVX512_PAIRS 1
+#include <vector>
+#endif
 #endif
 
 namespace inflight::kernels {
@@ -25,13 +29,18 @@ namespace {
 
 float round_trip_fp16(float x) { return fp16_to_fp32(fp32_to_fp16(x)); }
 
+float block_abs_max(const float* values) {
+  float amax = 0.0f;
+  for (int i = 0; i < 32; ++i) amax = std::max(amax, std::fabs(values[i]));
+  return amax;
+}
+
 }  // namespace
 
 void quantize_activations(const float* x, act_block* out, int64_t n) {
   for (int64_t block = 0; block < n / act_block_values; ++block) {
     const float* values = x + block * act_block_values;
-    float amax = 0.0f;
-    for (int i = 0; i < act_block_values; ++i) amax = std::max(amax, std::fabs(values[i]));
+    const float amax = block_abs_max(values);
     const float d = amax / 127.0f;
     const float inverse = amax != 0.0f ? 127.0f / amax : 0.0f;
     int32_t sum = 0;
@@ -51,9 +60,7 @@ void quantize_row_q8_0(const float* x, void* out_blocks, int64_t n) {
   auto* out = static_cast<block_q8_0*>(out_blocks);
   for (int64_t block = 0; block < n / qk8_0; ++block) {
     const float* values = x + block * qk8_0;
-    float amax = 0.0f;
-    for (int i = 0; i < qk8_0; ++i) amax = std::max(amax, std::fabs(values[i]));
-    const float d = amax / 127.0f;
+    const float d = block_abs_max(values) / 127.0f;
     const float inverse = d != 0.0f ? 1.0f / d : 0.0f;
     out[block].d = fp32_to_fp16(d);
     for (int i = 0; i < qk8_0; ++i) out[block].qs[i] = int8_t(std::lround(values[i] * inverse));
@@ -167,6 +174,136 @@ void dot_row_tile(const block_type* row, const act_block* const* act, int64_t nu
 constexpr int64_t rows_per_chunk = 16;
 constexpr int token_tile = 4;
 
+#ifdef INFLIGHT_AVX512_PAIRS
+
+// AVX-512 path: two tokens share one 512-bit register (token 2p in lanes 0-7, token 2p+1 in lanes 8-15)
+// against the same weight block broadcast to both halves. Every lane performs exactly the operations of
+// the 256-bit path above, so results are bit-identical to it (and a token's result still does not depend
+// on its neighbours); only the instruction count per token halves. Each token pair's activations and
+// scales are interleaved once per call into `pair_quants`/`pair_scales`.
+// GCC 12 reports its own _mm512_cast* intrinsics as reading an uninitialized upper half (a known false
+// positive: the cast leaves those lanes undefined by design and we overwrite them).
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+
+struct alignas(64) pair_quants_block { int8_t values[64]; };  // 32 int8 of token 2p | 32 of token 2p+1
+struct alignas(64) pair_scales_block { float values[16]; };   // d of token 2p x8 | d of token 2p+1 x8
+
+struct pair_buffers {
+  std::vector<pair_quants_block> quants;  // [pair][block]
+  std::vector<pair_scales_block> scales;  // [pair][block]
+};
+
+pair_buffers& thread_pair_buffers() {
+  thread_local pair_buffers buffers;  // grows to the largest step seen, then never allocates again
+  return buffers;
+}
+
+template <class block_type, int pairs>
+void dot_row_pairs(const block_type* row, const pair_quants_block* pair_quants, const pair_scales_block* pair_scales,
+                   const act_block* act, int64_t num_blocks, float* result) {
+  __m512 acc[pairs];
+  float min_terms[2 * pairs];
+  for (int p = 0; p < pairs; ++p) { acc[p] = _mm512_setzero_ps(); min_terms[2 * p] = min_terms[2 * p + 1] = 0.0f; }
+  for (int64_t b = 0; b < num_blocks; ++b) {
+    const block_type& w = row[b];
+    const __m512 dw = _mm512_set1_ps(fp16_to_fp32(w.d));
+    __m512i weights;
+    __mmask64 negative = 0;
+    if constexpr (std::is_same_v<block_type, block_q4_1>) {
+      weights = _mm512_broadcast_i64x4(unpack_nibbles(w.qs));
+    } else {
+      __m256i quants;
+      if constexpr (std::is_same_v<block_type, block_q4_0>) {
+        quants = _mm256_sub_epi8(unpack_nibbles(w.qs), _mm256_set1_epi8(8));
+      } else {
+        quants = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w.qs));
+      }
+      const __m512i both = _mm512_broadcast_i64x4(quants);
+      negative = _mm512_movepi8_mask(both);
+      weights = _mm512_abs_epi8(both);
+    }
+    for (int p = 0; p < pairs; ++p) {
+      __m512i q = _mm512_load_si512(pair_quants[p * num_blocks + b].values);
+      if constexpr (!std::is_same_v<block_type, block_q4_1>) {
+        q = _mm512_mask_sub_epi8(q, negative, _mm512_setzero_si512(), q);  // sign(w) * q
+      }
+      const __m512 products = _mm512_cvtepi32_ps(_mm512_dpbusd_epi32(_mm512_setzero_si512(), weights, q));
+      const __m512 scale = _mm512_mul_ps(dw, _mm512_load_ps(pair_scales[p * num_blocks + b].values));
+      acc[p] = _mm512_fmadd_ps(scale, products, acc[p]);
+    }
+    if constexpr (std::is_same_v<block_type, block_q4_1>) {
+      const float mw = fp16_to_fp32(w.m);
+      for (int t = 0; t < 2 * pairs; ++t) min_terms[t] += mw * act[t * num_blocks + b].ds;
+    }
+  }
+  for (int p = 0; p < pairs; ++p) {
+    const __m256 low = _mm512_castps512_ps256(acc[p]);
+    const __m256 high = _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(acc[p]), 1));
+    result[2 * p] = horizontal_sum(low) + min_terms[2 * p];
+    result[2 * p + 1] = horizontal_sum(high) + min_terms[2 * p + 1];
+  }
+}
+
+constexpr int pairs_per_tile = 4;
+
+template <class block_type>
+void matmul_typed(const weight_matrix& weights, const act_block* act, int64_t num_tokens, float* out,
+                  int64_t out_stride, int64_t row_begin, int64_t row_end) {
+  const int64_t num_blocks = weights.cols / 32;
+  const int64_t num_pairs = num_tokens / 2;
+  pair_buffers& buffers = thread_pair_buffers();
+  if (buffers.quants.size() < size_t(num_pairs * num_blocks)) {
+    buffers.quants.resize(size_t(num_pairs * num_blocks));
+    buffers.scales.resize(size_t(num_pairs * num_blocks));
+  }
+  for (int64_t p = 0; p < num_pairs; ++p) {
+    const act_block* first = act + (2 * p) * num_blocks;
+    const act_block* second = first + num_blocks;
+    for (int64_t b = 0; b < num_blocks; ++b) {
+      const __m256i q0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(first[b].qs));
+      const __m256i q1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(second[b].qs));
+      _mm512_store_si512(buffers.quants[size_t(p * num_blocks + b)].values,
+                         _mm512_inserti64x4(_mm512_castsi256_si512(q0), q1, 1));
+      _mm512_store_ps(buffers.scales[size_t(p * num_blocks + b)].values,
+                      _mm512_mask_blend_ps(0xff00, _mm512_set1_ps(first[b].d), _mm512_set1_ps(second[b].d)));
+    }
+  }
+  for (int64_t chunk = row_begin; chunk < row_end; chunk += rows_per_chunk) {
+    const int64_t chunk_end = std::min(chunk + rows_per_chunk, row_end);
+    for (int64_t p0 = 0; p0 < num_pairs; p0 += pairs_per_tile) {
+      const int pairs = int(std::min<int64_t>(pairs_per_tile, num_pairs - p0));
+      const pair_quants_block* quants = buffers.quants.data() + p0 * num_blocks;
+      const pair_scales_block* scales = buffers.scales.data() + p0 * num_blocks;
+      const act_block* tile_act = act + 2 * p0 * num_blocks;
+      for (int64_t r = chunk; r < chunk_end; ++r) {
+        const auto* row = reinterpret_cast<const block_type*>(weights.data + size_t(r) * weights.row_bytes);
+        float result[2 * pairs_per_tile] = {};
+        switch (pairs) {
+          case 4: dot_row_pairs<block_type, 4>(row, quants, scales, tile_act, num_blocks, result); break;
+          case 3: dot_row_pairs<block_type, 3>(row, quants, scales, tile_act, num_blocks, result); break;
+          case 2: dot_row_pairs<block_type, 2>(row, quants, scales, tile_act, num_blocks, result); break;
+          default: dot_row_pairs<block_type, 1>(row, quants, scales, tile_act, num_blocks, result); break;
+        }
+        for (int t = 0; t < 2 * pairs; ++t) out[(2 * p0 + t) * out_stride + r] = result[t];
+      }
+    }
+    if (num_tokens % 2) {  // the odd token out takes the 256-bit path, whose lanes compute the same values
+      const act_block* last[1] = {act + (num_tokens - 1) * num_blocks};
+      for (int64_t r = chunk; r < chunk_end; ++r) {
+        const auto* row = reinterpret_cast<const block_type*>(weights.data + size_t(r) * weights.row_bytes);
+        float result[1];
+        dot_row_tile<block_type, 1>(row, last, num_blocks, result);
+        out[(num_tokens - 1) * out_stride + r] = result[0];
+      }
+    }
+  }
+}
+
+#pragma GCC diagnostic pop
+
+#else  // 256-bit or scalar path
+
 template <class block_type>
 void matmul_typed(const weight_matrix& weights, const act_block* act, int64_t num_tokens, float* out,
                   int64_t out_stride, int64_t row_begin, int64_t row_end) {
@@ -191,6 +328,8 @@ void matmul_typed(const weight_matrix& weights, const act_block* act, int64_t nu
     }
   }
 }
+
+#endif
 
 }  // namespace
 

@@ -12,16 +12,37 @@
 namespace inflight {
 
 namespace {
-// Spins before yielding the core. Short on purpose: with as many threads as cores, a member that lost
-// its core to another process must not make the others burn theirs.
-constexpr int spins_before_yield = 2000;
+
+// Every wait spins briefly (a step's ops follow each other within microseconds), then sleeps on a futex
+// (std::atomic::wait). Sleeping matters when the machine is oversubscribed — two test binaries under
+// `ctest -j 2`, or a benchmark next to a build: a pure spin then burns the very core the member being
+// waited for needs, and throughput collapses several-fold.
+constexpr int spins_before_sleep = 4000;
+
+template <class T, class Done>
+void spin_then_wait(const std::atomic<T>& value, Done done) {
+  for (int spins = 0; spins < spins_before_sleep; ++spins) {
+    if (done(value.load(std::memory_order_acquire))) return;
+    INFLIGHT_CPU_RELAX();
+  }
+  for (T seen = value.load(std::memory_order_acquire); !done(seen); seen = value.load(std::memory_order_acquire)) {
+    value.wait(seen, std::memory_order_acquire);
+  }
+}
+
 }  // namespace
 
 thread_pool::thread_pool(int num_threads) {
   if (num_threads <= 0) num_threads = int(std::max(1u, std::thread::hardware_concurrency()));
   num_threads_ = num_threads;
   workers_.reserve(size_t(num_threads_ - 1));
-  for (int index = 1; index < num_threads_; ++index) workers_.emplace_back([this, index] { worker_loop(index); });
+  // Each worker starts from the generation current *now*: were it to read generation_ once its thread
+  // is running, a run() issued in between would be missed and that run's first barrier would wait
+  // forever (seen under load).
+  const uint64_t initial_generation = generation_.load(std::memory_order_relaxed);
+  for (int index = 1; index < num_threads_; ++index) {
+    workers_.emplace_back([this, index, initial_generation] { worker_loop(index, initial_generation); });
+  }
 }
 
 thread_pool::~thread_pool() {
@@ -42,29 +63,17 @@ void thread_pool::run_erased(void* context, task_fn task) {
   generation_.fetch_add(1, std::memory_order_acq_rel);
   generation_.notify_all();
   task(context, 0);
-  int spins = 0;
-  while (running_.load(std::memory_order_acquire) != 0) {
-    if (++spins < spins_before_yield) INFLIGHT_CPU_RELAX(); else std::this_thread::yield();
-  }
+  spin_then_wait(running_, [](int running) { return running == 0; });
 }
 
-void thread_pool::worker_loop(int thread_index) {
-  uint64_t seen = generation_.load(std::memory_order_acquire);
+void thread_pool::worker_loop(int thread_index, uint64_t seen) {
   for (;;) {
-    // Spin a while for the next step (decode steps follow each other closely), then sleep.
-    int spins = 0;
-    uint64_t current;
-    while ((current = generation_.load(std::memory_order_acquire)) == seen) {
-      if (++spins < spins_before_yield * 10) {
-        INFLIGHT_CPU_RELAX();
-      } else {
-        generation_.wait(seen, std::memory_order_acquire);
-      }
-    }
-    seen = current;
+    // Decode steps follow each other closely: spin a while for the next one, then sleep.
+    spin_then_wait(generation_, [seen](uint64_t generation) { return generation != seen; });
+    seen = generation_.load(std::memory_order_acquire);
     if (stopping_.load(std::memory_order_acquire)) return;
     task_(task_context_, thread_index);
-    running_.fetch_sub(1, std::memory_order_acq_rel);
+    if (running_.fetch_sub(1, std::memory_order_acq_rel) == 1) running_.notify_all();
   }
 }
 
@@ -74,12 +83,10 @@ void thread_pool::barrier() {
   if (barrier_count_.fetch_add(1, std::memory_order_acq_rel) == num_threads_ - 1) {
     barrier_count_.store(0, std::memory_order_relaxed);
     barrier_phase_.store(phase + 1, std::memory_order_release);
+    barrier_phase_.notify_all();  // a futex wake only when someone sleeps (libstdc++ counts waiters)
     return;
   }
-  int spins = 0;
-  while (barrier_phase_.load(std::memory_order_acquire) == phase) {
-    if (++spins < spins_before_yield) INFLIGHT_CPU_RELAX(); else std::this_thread::yield();
-  }
+  spin_then_wait(barrier_phase_, [phase](uint32_t current) { return current != phase; });
 }
 
 thread_pool::range thread_pool::split(int64_t count, int thread_index) const {

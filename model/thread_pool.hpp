@@ -37,7 +37,7 @@ class thread_pool {
  private:
   using task_fn = void (*)(void*, int);
   void run_erased(void* context, task_fn task);
-  void worker_loop(int thread_index);
+  void worker_loop(int thread_index, uint64_t seen_generation);
 
   int num_threads_;
   std::vector<std::thread> workers_;

@@ -10,7 +10,6 @@
 #include <bit>
 #include <cmath>
 #include <memory>
-#include <numeric>
 #include <stdexcept>
 #include <string>
 #include <utility>
@@ -178,7 +177,9 @@ TEST_CASE("16 prompts decoded together give exactly the greedy tokens each gives
 
 TEST_CASE("chunked prefill mixed with decode tokens and other block sizes give the alone tokens") {
   fixture f;
-  const auto requests = greedy_requests(make_prompts(*f.tok));
+  auto requests = greedy_requests(make_prompts(*f.tok));
+  // 16 tokens are enough here (the chunking happens while prompts prefill) and halve the alone runs' cost.
+  for (auto& request : requests) request.max_tokens = 16;
   std::vector<generation_output> alone;
   {
     auto model = make_backend(f, 16, blocks_for_all(requests, 16));
@@ -191,24 +192,36 @@ TEST_CASE("chunked prefill mixed with decode tokens and other block sizes give t
     // of the sequences already running.
     batch_generator generator(*model, f.end_ids, {.max_batch_sequences = 16, .max_step_tokens = 24});
     check_all_same(generator.run(requests), alone);
-    CHECK(generator.stats().steps > greedy_length + 10);
+    // Prefill alone needs more than (sum of prompt lengths) / 24 steps.
+    int64_t prompt_tokens = 0;
+    for (const auto& request : requests) prompt_tokens += int64_t(request.prompt.size());
+    CHECK(generator.stats().steps > prompt_tokens / 24);
   }
 }
 
 TEST_CASE("sequences joining and leaving a running batch give the alone tokens") {
   fixture f;
   auto requests = greedy_requests(make_prompts(*f.tok));
-  auto model = make_backend(f, 16, blocks_for_all(requests, 16));
-  const auto alone = run_alone(*model, f, requests);  // 32 tokens each
   // Different lengths, so sequences leave at different steps and the waiting ones join mid-run.
   for (size_t i = 0; i < requests.size(); ++i) requests[i].max_tokens = int32_t(5 + (i * 11) % 28);
+  auto model = make_backend(f, 16, blocks_for_all(requests, 16));
+  const auto alone = run_alone(*model, f, requests);
   batch_generator generator(*model, f.end_ids, {.max_batch_sequences = 4, .max_step_tokens = 64});
-  const auto staggered = generator.run(requests);
+  std::vector<size_t> order;  // request index of each generated token, in generation order
+  const auto staggered = generator.run(requests, [&](size_t index, int32_t, const sample_result&) {
+    order.push_back(index);
+  });
   for (size_t i = 0; i < requests.size(); ++i) {
     CHECK(staggered[i].tokens.size() == size_t(requests[i].max_tokens));
     CHECK(staggered[i].reason == finish_reason::length);
   }
   check_all_same(staggered, alone);
+  // The batch really was staggered: at most 4 sequences at a time, so request 4 produced its first token
+  // only after one of requests 0..3 produced its last, while others were still running.
+  const auto first_of = [&](size_t index) { return std::find(order.begin(), order.end(), index) - order.begin(); };
+  const auto last_of = [&](size_t index) { return order.rend() - std::find(order.rbegin(), order.rend(), index) - 1; };
+  CHECK(first_of(4) > std::min({last_of(0), last_of(1), last_of(2), last_of(3)}));
+  CHECK(first_of(4) < std::max({last_of(0), last_of(1), last_of(2), last_of(3)}));
 }
 
 TEST_CASE("batch_generator reports finish reasons and counts and stats and calls back per token") {
@@ -220,8 +233,10 @@ TEST_CASE("batch_generator reports finish reasons and counts and stats and calls
   sampling_params greedy;
   greedy.temperature = 0.0f;
   std::vector<generation_request> requests = {
-      // Stops by itself well within 64 tokens.
-      {f.tok->encode("<|im_start|>user\nSay hi<|im_end|>\n<|im_start|>assistant\n"), greedy, 64, false},
+      // Stops by itself well within 64 tokens ("The capital of France is Paris.<|im_end|>"). The bare
+      // "Say hi" chat prompt does not: this model greedily rambles past 64 tokens on it.
+      {f.tok->encode("<|im_start|>user\nWhat is the capital of France?<|im_end|>\n<|im_start|>assistant\n"), greedy,
+       64, false},
       // Runs to its limit.
       {f.tok->encode("The quick brown fox"), greedy, 7, true},
       {f.tok->encode("1, 2, 3, 4,"), greedy, 3, false},
@@ -241,7 +256,7 @@ TEST_CASE("batch_generator reports finish reasons and counts and stats and calls
   });
   REQUIRE(outputs.size() == requests.size());
 
-  MESSAGE("\"Say hi\" -> " << f.tok->decode(outputs[0].tokens));
+  MESSAGE("chat answer: " << f.tok->decode(outputs[0].tokens));
   CHECK(outputs[0].reason == finish_reason::stop);
   REQUIRE_FALSE(outputs[0].tokens.empty());
   CHECK(outputs[0].tokens.size() < 64);
