@@ -64,15 +64,23 @@ inline void round_through_fp16(float* values, int32_t n) {
   for (; i < n; ++i) values[i] = fp16_to_fp32(fp32_to_fp16(values[i]));
 }
 
-// dot(fp16 a, float b) over n values (n a multiple of 8 on the SIMD path).
-inline float dot_f16_f32(const uint16_t* a, const float* b, int32_t n) {
+// An fp16 row of the cache as floats (exact).
+inline void load_fp16_row(const uint16_t* src, float* dst, int32_t n) {
+  int32_t i = 0;
+#ifdef INFLIGHT_F16C
+  for (; i + 8 <= n; i += 8) {
+    _mm256_storeu_ps(dst + i, _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(src + i))));
+  }
+#endif
+  for (; i < n; ++i) dst[i] = fp16_to_fp32(src[i]);
+}
+
+// dot(a, b) over n values: 8 lanes of FMA, then a horizontal sum (n a multiple of 8 on the SIMD path).
+inline float dot(const float* a, const float* b, int32_t n) {
 #ifdef INFLIGHT_F16C
   if (n % 8 == 0) {
     __m256 acc = _mm256_setzero_ps();
-    for (int32_t i = 0; i < n; i += 8) {
-      const __m256 av = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(a + i)));
-      acc = _mm256_fmadd_ps(av, _mm256_loadu_ps(b + i), acc);
-    }
+    for (int32_t i = 0; i < n; i += 8) acc = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), acc);
     __m128 sum = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
     sum = _mm_add_ps(sum, _mm_movehl_ps(sum, sum));
     sum = _mm_add_ss(sum, _mm_movehdup_ps(sum));
@@ -80,23 +88,35 @@ inline float dot_f16_f32(const uint16_t* a, const float* b, int32_t n) {
   }
 #endif
   float sum = 0.0f;
-  for (int32_t i = 0; i < n; ++i) sum += fp16_to_fp32(a[i]) * b[i];
+  for (int32_t i = 0; i < n; ++i) sum += a[i] * b[i];
   return sum;
 }
 
-// out += weight * fp16 a over n values.
-inline void axpy_f16(float weight, const uint16_t* a, float* out, int32_t n) {
+// out += weight * a over n values.
+inline void axpy(float weight, const float* a, float* out, int32_t n) {
 #ifdef INFLIGHT_F16C
   if (n % 8 == 0) {
     const __m256 w = _mm256_set1_ps(weight);
     for (int32_t i = 0; i < n; i += 8) {
-      const __m256 av = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(a + i)));
-      _mm256_storeu_ps(out + i, _mm256_fmadd_ps(w, av, _mm256_loadu_ps(out + i)));
+      _mm256_storeu_ps(out + i, _mm256_fmadd_ps(w, _mm256_loadu_ps(a + i), _mm256_loadu_ps(out + i)));
     }
     return;
   }
 #endif
-  for (int32_t i = 0; i < n; ++i) out[i] += weight * fp16_to_fp32(a[i]);
+  for (int32_t i = 0; i < n; ++i) out[i] += weight * a[i];
+}
+
+// Calls visit(position, slot) for positions [0, num_positions) in order, walking the block table block by
+// block (no division per position).
+template <class Visit>
+inline void for_each_slot(std::span<const int32_t> block_table, int32_t block_size, int32_t num_positions,
+                          Visit visit) {
+  int32_t position = 0;
+  for (size_t block = 0; position < num_positions; ++block) {
+    const int64_t first_slot = int64_t(block_table[block]) * block_size;
+    const int32_t count = std::min(block_size, num_positions - position);
+    for (int32_t offset = 0; offset < count; ++offset, ++position) visit(position, first_slot + offset);
+  }
 }
 
 constexpr int32_t max_queries_per_kv = 16;
@@ -122,15 +142,14 @@ void attend(const float* q, const uint16_t* k_cache, const uint16_t* v_cache, st
   std::copy_n(q + int64_t(kv_head) * group * dim, group * dim, queries);
   round_through_fp16(queries, group * dim);
 
-  // Scores: every K vector is read once for all query heads of the group.
-  for (int32_t position = 0; position < num_positions; ++position) {
-    const int64_t slot = int64_t(block_table[size_t(position / shape.block_size)]) * shape.block_size +
-                         position % shape.block_size;
-    const uint16_t* k = k_cache + slot * token_stride + int64_t(kv_head) * dim;
+  // Scores: every K vector is read (and widened to float) once for all query heads of the group.
+  float row[max_head_dim];
+  for_each_slot(block_table, shape.block_size, num_positions, [&](int32_t position, int64_t slot) {
+    load_fp16_row(k_cache + slot * token_stride + int64_t(kv_head) * dim, row, dim);
     for (int32_t g = 0; g < group; ++g) {
-      scratch[int64_t(g) * num_positions + position] = dot_f16_f32(k, queries + g * dim, dim) * scale;
+      scratch[int64_t(g) * num_positions + position] = dot(row, queries + g * dim, dim) * scale;
     }
-  }
+  });
 
   // Softmax per head (sum in double, as ggml does); probabilities rounded to fp16 as ggml's V product sees them.
   for (int32_t g = 0; g < group; ++g) {
@@ -148,14 +167,12 @@ void attend(const float* q, const uint16_t* k_cache, const uint16_t* v_cache, st
   }
 
   // Weighted sum of V, again one read of each V vector for the whole group.
-  for (int32_t position = 0; position < num_positions; ++position) {
-    const int64_t slot = int64_t(block_table[size_t(position / shape.block_size)]) * shape.block_size +
-                         position % shape.block_size;
-    const uint16_t* v = v_cache + slot * token_stride + int64_t(kv_head) * dim;
+  for_each_slot(block_table, shape.block_size, num_positions, [&](int32_t position, int64_t slot) {
+    load_fp16_row(v_cache + slot * token_stride + int64_t(kv_head) * dim, row, dim);
     for (int32_t g = 0; g < group; ++g) {
-      axpy_f16(scratch[int64_t(g) * num_positions + position], v, out + int64_t(kv_head * group + g) * dim, dim);
+      axpy(scratch[int64_t(g) * num_positions + position], row, out + int64_t(kv_head * group + g) * dim, dim);
     }
-  }
+  });
 }
 
 }  // namespace inflight::kernels

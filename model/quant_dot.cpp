@@ -69,6 +69,15 @@ void quantize_row_q8_0(const float* x, void* out_blocks, int64_t n) {
 
 namespace {
 
+// fp16 scale -> float. F16C converts exactly, as the portable bit-twiddling version does, in one instruction.
+inline float scale_to_float(uint16_t half) {
+#ifdef __F16C__
+  return _cvtsh_ss(half);
+#else
+  return fp16_to_fp32(half);
+#endif
+}
+
 // ---- per-block weight unpacking ------------------------------------------------------------------
 // Each weight type provides: the scale d, an optional "min" m (Q4_1), and its 32 quants in value order.
 // Signed types (Q4_0, Q8_0) yield int8 in [-127, 127]; Q4_1 yields unsigned 0..15.
@@ -111,16 +120,16 @@ void dot_row_tile(const block_type* row, const act_block* const* act, int64_t nu
   for (int t = 0; t < tile; ++t) { acc[t] = _mm256_setzero_ps(); min_terms[t] = 0.0f; }
   for (int64_t b = 0; b < num_blocks; ++b) {
     const block_type& w = row[b];
-    const float dw = fp16_to_fp32(w.d);
+    const float dw = scale_to_float(w.d);
     if constexpr (std::is_same_v<block_type, block_q4_1>) {
       const __m256i quants = unpack_nibbles(w.qs);
-      const float mw = fp16_to_fp32(w.m);
+      const float mw = scale_to_float(w.m);
       for (int t = 0; t < tile; ++t) {
         const act_block& a = act[t][b];
         const __m256i q = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a.qs));
         const __m256 products = _mm256_cvtepi32_ps(dot_u8_s8(quants, q));
         acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(dw * a.d), products, acc[t]);
-        min_terms[t] += mw * a.ds;
+        min_terms[t] = std::fma(mw, a.ds, min_terms[t]);  // explicit: the 512-bit path must match it
       }
     } else {
       __m256i quants;
@@ -187,11 +196,12 @@ constexpr int token_tile = 4;
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 
 struct alignas(64) pair_quants_block { int8_t values[64]; };  // 32 int8 of token 2p | 32 of token 2p+1
-struct alignas(64) pair_scales_block { float values[16]; };   // d of token 2p x8 | d of token 2p+1 x8
+struct alignas(64) pair_scales_block { float values[16]; };   // a value of token 2p x8 | of token 2p+1 x8
 
 struct pair_buffers {
   std::vector<pair_quants_block> quants;  // [pair][block]
-  std::vector<pair_scales_block> scales;  // [pair][block]
+  std::vector<pair_scales_block> scales;  // [pair][block]: the activation scales d
+  std::vector<pair_scales_block> sums;    // [pair][block]: ds, for Q4_1's min term
 };
 
 pair_buffers& thread_pair_buffers() {
@@ -201,13 +211,12 @@ pair_buffers& thread_pair_buffers() {
 
 template <class block_type, int pairs>
 void dot_row_pairs(const block_type* row, const pair_quants_block* pair_quants, const pair_scales_block* pair_scales,
-                   const act_block* act, int64_t num_blocks, float* result) {
-  __m512 acc[pairs];
-  float min_terms[2 * pairs];
-  for (int p = 0; p < pairs; ++p) { acc[p] = _mm512_setzero_ps(); min_terms[2 * p] = min_terms[2 * p + 1] = 0.0f; }
+                   const pair_scales_block* pair_sums, int64_t num_blocks, float* result) {
+  __m512 acc[pairs], min_terms[pairs];  // min_terms: lane 0 for token 2p, lane 8 for token 2p+1
+  for (int p = 0; p < pairs; ++p) acc[p] = min_terms[p] = _mm512_setzero_ps();
   for (int64_t b = 0; b < num_blocks; ++b) {
     const block_type& w = row[b];
-    const __m512 dw = _mm512_set1_ps(fp16_to_fp32(w.d));
+    const __m512 dw = _mm512_set1_ps(scale_to_float(w.d));
     __m512i weights;
     __mmask64 negative = 0;
     if constexpr (std::is_same_v<block_type, block_q4_1>) {
@@ -233,19 +242,23 @@ void dot_row_pairs(const block_type* row, const pair_quants_block* pair_quants, 
       acc[p] = _mm512_fmadd_ps(scale, products, acc[p]);
     }
     if constexpr (std::is_same_v<block_type, block_q4_1>) {
-      const float mw = fp16_to_fp32(w.m);
-      for (int t = 0; t < 2 * pairs; ++t) min_terms[t] += mw * act[t * num_blocks + b].ds;
+      const __m512 mw = _mm512_set1_ps(scale_to_float(w.m));
+      for (int p = 0; p < pairs; ++p) {
+        min_terms[p] = _mm512_fmadd_ps(mw, _mm512_load_ps(pair_sums[p * num_blocks + b].values), min_terms[p]);
+      }
     }
   }
   for (int p = 0; p < pairs; ++p) {
     const __m256 low = _mm512_castps512_ps256(acc[p]);
     const __m256 high = _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(acc[p]), 1));
-    result[2 * p] = horizontal_sum(low) + min_terms[2 * p];
-    result[2 * p + 1] = horizontal_sum(high) + min_terms[2 * p + 1];
+    alignas(64) float mins[16];
+    _mm512_store_ps(mins, min_terms[p]);
+    result[2 * p] = horizontal_sum(low) + mins[0];
+    result[2 * p + 1] = horizontal_sum(high) + mins[8];
   }
 }
 
-constexpr int pairs_per_tile = 4;
+constexpr int pairs_per_tile = 4;  // 8 was slower: the accumulators spill
 
 template <class block_type>
 void matmul_typed(const weight_matrix& weights, const act_block* act, int64_t num_tokens, float* out,
@@ -256,6 +269,7 @@ void matmul_typed(const weight_matrix& weights, const act_block* act, int64_t nu
   if (buffers.quants.size() < size_t(num_pairs * num_blocks)) {
     buffers.quants.resize(size_t(num_pairs * num_blocks));
     buffers.scales.resize(size_t(num_pairs * num_blocks));
+    buffers.sums.resize(size_t(num_pairs * num_blocks));
   }
   for (int64_t p = 0; p < num_pairs; ++p) {
     const act_block* first = act + (2 * p) * num_blocks;
@@ -267,6 +281,8 @@ void matmul_typed(const weight_matrix& weights, const act_block* act, int64_t nu
                          _mm512_inserti64x4(_mm512_castsi256_si512(q0), q1, 1));
       _mm512_store_ps(buffers.scales[size_t(p * num_blocks + b)].values,
                       _mm512_mask_blend_ps(0xff00, _mm512_set1_ps(first[b].d), _mm512_set1_ps(second[b].d)));
+      _mm512_store_ps(buffers.sums[size_t(p * num_blocks + b)].values,
+                      _mm512_mask_blend_ps(0xff00, _mm512_set1_ps(first[b].ds), _mm512_set1_ps(second[b].ds)));
     }
   }
   for (int64_t chunk = row_begin; chunk < row_end; chunk += rows_per_chunk) {
@@ -275,15 +291,15 @@ void matmul_typed(const weight_matrix& weights, const act_block* act, int64_t nu
       const int pairs = int(std::min<int64_t>(pairs_per_tile, num_pairs - p0));
       const pair_quants_block* quants = buffers.quants.data() + p0 * num_blocks;
       const pair_scales_block* scales = buffers.scales.data() + p0 * num_blocks;
-      const act_block* tile_act = act + 2 * p0 * num_blocks;
+      const pair_scales_block* sums = buffers.sums.data() + p0 * num_blocks;
       for (int64_t r = chunk; r < chunk_end; ++r) {
         const auto* row = reinterpret_cast<const block_type*>(weights.data + size_t(r) * weights.row_bytes);
         float result[2 * pairs_per_tile] = {};
         switch (pairs) {
-          case 4: dot_row_pairs<block_type, 4>(row, quants, scales, tile_act, num_blocks, result); break;
-          case 3: dot_row_pairs<block_type, 3>(row, quants, scales, tile_act, num_blocks, result); break;
-          case 2: dot_row_pairs<block_type, 2>(row, quants, scales, tile_act, num_blocks, result); break;
-          default: dot_row_pairs<block_type, 1>(row, quants, scales, tile_act, num_blocks, result); break;
+          case 4: dot_row_pairs<block_type, 4>(row, quants, scales, sums, num_blocks, result); break;
+          case 3: dot_row_pairs<block_type, 3>(row, quants, scales, sums, num_blocks, result); break;
+          case 2: dot_row_pairs<block_type, 2>(row, quants, scales, sums, num_blocks, result); break;
+          default: dot_row_pairs<block_type, 1>(row, quants, scales, sums, num_blocks, result); break;
         }
         for (int t = 0; t < 2 * pairs; ++t) out[(2 * p0 + t) * out_stride + r] = result[t];
       }

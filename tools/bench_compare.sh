@@ -1,18 +1,19 @@
 #!/usr/bin/env bash
 # inflight's CPU backend and llama.cpp on the same GGUF, the same workloads, in one run, side by side.
 #   bash tools/bench_compare.sh [MODEL]
-# Needs build/bin/bench_cpu (tools/setup.sh builds it) and llama-cpp-python in $REF_PYTHON's environment
+# Needs $BUILD_DIR/bin/bench_cpu (default build/; tools/setup.sh builds it) and llama-cpp-python in $REF_PYTHON's environment
 # (default /opt/refvenv/bin/python; see README). Not run by CI. Writes bench_cpu.json and
 # bench_llama_cpp.json next to the table in $OUT_DIR (default build/bench).
 set -euo pipefail
 repo_root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 model=${1:-$repo_root/models/SmolLM2-135M-Instruct.Q4_1.gguf}
 ref_python=${REF_PYTHON:-/opt/refvenv/bin/python}
-out_dir=${OUT_DIR:-$repo_root/build/bench}
+build_dir=${BUILD_DIR:-$repo_root/build}
+out_dir=${OUT_DIR:-$build_dir/bench}
 threads=${THREADS:-$(nproc)}
 mkdir -p "$out_dir"
 
-"$repo_root/build/bin/bench_cpu" --model "$model" --threads "$threads" --json "$out_dir/bench_cpu.json"
+"$build_dir/bin/bench_cpu" --model "$model" --threads "$threads" --json "$out_dir/bench_cpu.json"
 echo
 "$ref_python" "$repo_root/tools/bench_llama_cpp.py" --model "$model" --threads "$threads" \
   --json "$out_dir/bench_llama_cpp.json"
