@@ -30,7 +30,7 @@ batch_generator::batch_generator(backend& model, std::vector<int32_t> end_of_gen
   if (options_.max_step_tokens <= 0 || options_.max_step_tokens > model.max_step_tokens()) {
     options_.max_step_tokens = model.max_step_tokens();
   }
-  options_.max_batch_sequences = std::max(1, options_.max_batch_sequences);
+  options_.max_batch_sequences = std::clamp(options_.max_batch_sequences, 1, model.max_step_sequences());
 }
 
 std::vector<generation_output> batch_generator::run(std::span<const generation_request> requests,

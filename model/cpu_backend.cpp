@@ -314,6 +314,7 @@ cpu_backend::~cpu_backend() = default;
 const model_config& cpu_backend::config() const { return impl_->config; }
 kv_cache_geometry cpu_backend::kv_geometry() const { return impl_->geometry; }
 int32_t cpu_backend::max_step_tokens() const { return impl_->max_tokens; }
+int32_t cpu_backend::max_step_sequences() const { return impl_->max_sequences; }
 int cpu_backend::num_threads() const { return impl_->pool.size(); }
 size_t cpu_backend::kv_bytes_per_block() const { return impl_->bytes_per_block(); }
 

@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "gguf_test_writer.hpp"
 #include "inflight/gguf.hpp"
 #include "inflight/quant.hpp"
 
@@ -21,70 +22,8 @@ namespace fs = std::filesystem;
 
 namespace {
 
-// ---- a tiny GGUF writer ----
-
-struct byte_writer {
-  std::vector<uint8_t> bytes;
-
-  template <class T>
-  byte_writer& put(T v) {
-    const auto* p = reinterpret_cast<const uint8_t*>(&v);
-    bytes.insert(bytes.end(), p, p + sizeof v);
-    return *this;
-  }
-  byte_writer& type(value_type t) { return put(static_cast<uint32_t>(t)); }
-  byte_writer& str(std::string_view s) {
-    put<uint64_t>(s.size());
-    bytes.insert(bytes.end(), s.begin(), s.end());
-    return *this;
-  }
-  // Array header: element type and count; the caller writes the elements.
-  byte_writer& array(value_type element, uint64_t count) { return type(element).put(count); }
-};
-
-struct tensor_spec {
-  std::string name;
-  std::vector<uint64_t> dims;
-  uint32_t type = 0;
-  std::vector<uint8_t> data;
-  std::optional<uint64_t> offset;  // written instead of the real offset
-};
-
-struct gguf_builder {
-  uint32_t magic = 0x46554747;
-  uint32_t version = 3;
-  uint64_t alignment = 32;  // layout only: add a general.alignment key to tell the reader
-  std::optional<uint64_t> tensor_count, kv_count;  // written instead of the real counts
-  byte_writer kvs;
-  uint64_t num_kvs = 0;
-  std::vector<tensor_spec> tensors;
-
-  // Starts a key of type `t`; the caller writes the value into the returned writer.
-  byte_writer& key(std::string_view name, value_type t) {
-    ++num_kvs;
-    return kvs.str(name).type(t);
-  }
-
-  std::vector<uint8_t> build() const {
-    const auto round_up = [&](uint64_t n) { return (n + alignment - 1) / alignment * alignment; };
-    byte_writer out;
-    out.put(magic).put(version).put<uint64_t>(tensor_count.value_or(tensors.size()));
-    out.put<uint64_t>(kv_count.value_or(num_kvs)).bytes.insert(out.bytes.end(), kvs.bytes.begin(), kvs.bytes.end());
-    std::vector<uint64_t> offsets;  // each tensor's data starts at the next aligned offset
-    for (const auto& t : tensors) {
-      offsets.push_back(offsets.empty() ? 0 : offsets.back() + round_up(tensors[offsets.size() - 1].data.size()));
-      out.str(t.name).put<uint32_t>(uint32_t(t.dims.size()));
-      for (uint64_t d : t.dims) out.put(d);
-      out.put(t.type).put<uint64_t>(t.offset.value_or(offsets.back()));
-    }
-    const uint64_t data_start = round_up(out.bytes.size());
-    for (size_t i = 0; i < tensors.size(); ++i) {
-      out.bytes.resize(data_start + offsets[i], 0);
-      out.bytes.insert(out.bytes.end(), tensors[i].data.begin(), tensors[i].data.end());
-    }
-    return out.bytes;
-  }
-};
+using test::byte_writer;
+using test::gguf_builder;
 
 std::vector<uint8_t> float_bytes(const std::vector<float>& values) {
   std::vector<uint8_t> out(values.size() * 4);

@@ -41,10 +41,12 @@ class backend {
   virtual kv_cache_geometry kv_geometry() const = 0;
   // Most tokens (summed over sequences) one step may carry.
   virtual int32_t max_step_tokens() const = 0;
+  // Most sequences (chunks) one step may carry; also the most logits rows one step writes.
+  virtual int32_t max_step_sequences() const = 0;
 
   // Runs one forward step. Writes the K/V of every new token into its block, and for the i-th chunk with
   // compute_logits writes config().vocab_size logits to `logits + i * vocab_size` (i counts only chunks
-  // that asked). Throws std::invalid_argument for a malformed step (too many tokens, a block table that
+  // that asked; the caller sizes `logits` for max_step_sequences() rows). Throws std::invalid_argument for a malformed step (too many tokens, a block table that
   // does not cover the positions, an out-of-range block or token id).
   virtual void forward(std::span<const sequence_chunk> chunks, float* logits) = 0;
 };

@@ -41,7 +41,7 @@ struct generation_stats {
 };
 
 struct batch_generator_options {
-  int32_t max_batch_sequences = 64;
+  int32_t max_batch_sequences = 64;  // clamped to the backend's max_step_sequences()
   int32_t max_step_tokens = 0;  // 0: the backend's limit
 };
 

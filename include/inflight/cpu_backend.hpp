@@ -36,6 +36,7 @@ class cpu_backend final : public backend {
   const model_config& config() const override;
   kv_cache_geometry kv_geometry() const override;
   int32_t max_step_tokens() const override;
+  int32_t max_step_sequences() const override;
   void forward(std::span<const sequence_chunk> chunks, float* logits) override;
 
   int num_threads() const;
