@@ -51,6 +51,11 @@ std::vector<generation_output> batch_generator::run(std::span<const generation_r
       throw std::invalid_argument(which + "needs more KV blocks than the cache has");
     }
     if (const char* error = validate(request.sampling); *error) throw std::invalid_argument(which + error);
+    for (const int32_t token : request.prompt) {
+      if (token < 0 || token >= config.vocab_size) {
+        throw std::invalid_argument(which + "token id " + std::to_string(token) + " is outside the vocabulary");
+      }
+    }
   }
 
   std::vector<generation_output> outputs(requests.size());
@@ -111,7 +116,7 @@ std::vector<generation_output> batch_generator::run(std::span<const generation_r
     }
 
     const auto started = std::chrono::steady_clock::now();
-    backend_.forward(chunks, logits.data());
+    backend_.forward(chunks, logits);
     const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
     ++stats_.steps;
     (has_prefill ? stats_.prefill_seconds : stats_.decode_seconds) += seconds;

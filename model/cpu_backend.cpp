@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <memory>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -77,14 +78,14 @@ struct cpu_backend::impl {
 
   // KV cache, per layer: [num_blocks * block_size slots][num_kv_heads * head_dim] fp16 (backend.hpp).
   int64_t layer_cache_values = 0;
-  std::vector<uint16_t> k_cache, v_cache;
+  std::unique_ptr<uint16_t[]> k_cache, v_cache;
 
   // Step scratch, sized once.
   std::vector<float> hidden, normed, projected, q, k, v, attn_out, gate, up, final_hidden;
   std::vector<kernels::act_block> act_hidden, act_attn, act_ffn, act_final;
   std::vector<float> rope_cos, rope_sin, attention_scratch;
   std::vector<int32_t> token_ids, positions, token_chunk, logits_token;
-  std::vector<int64_t> slots;
+  std::vector<int64_t> slots, sorted_slots;
 
   // The step being run.
   std::span<const sequence_chunk> chunks;
@@ -109,11 +110,21 @@ struct cpu_backend::impl {
 
     geometry.block_size = options.block_size;
     const size_t block_bytes = bytes_per_block();
-    geometry.num_blocks = options.num_blocks > 0 ? options.num_blocks : int32_t(options.kv_cache_bytes / block_bytes);
-    if (geometry.num_blocks <= 0) throw std::invalid_argument("cpu_backend: KV cache budget is smaller than one block");
+    const size_t budget_blocks = options.num_blocks > 0 ? size_t(options.num_blocks) : options.kv_cache_bytes / block_bytes;
+    if (budget_blocks == 0) throw std::invalid_argument("cpu_backend: KV cache budget is smaller than one block");
+    if (budget_blocks > size_t(1) << 30) throw std::invalid_argument("cpu_backend: KV cache budget is implausibly large");
+    geometry.num_blocks = int32_t(budget_blocks);
     layer_cache_values = int64_t(geometry.num_blocks) * geometry.block_size * config.kv_size();
-    k_cache.assign(size_t(layer_cache_values) * size_t(config.num_layers), 0);
-    v_cache.assign(size_t(layer_cache_values) * size_t(config.num_layers), 0);
+    // Not zero-filled: attention reads only positions a sequence has written, and untouched pages of a
+    // large cache then cost nothing until used.
+    const size_t cache_values = size_t(layer_cache_values) * size_t(config.num_layers);
+    try {
+      k_cache = std::make_unique_for_overwrite<uint16_t[]>(cache_values);
+      v_cache = std::make_unique_for_overwrite<uint16_t[]>(cache_values);
+    } catch (const std::bad_alloc&) {
+      throw std::invalid_argument("cannot allocate a KV cache of " +
+                                  std::to_string((2 * cache_values * sizeof(uint16_t)) >> 20) + " MiB");
+    }
 
     const size_t tokens = size_t(max_tokens);
     hidden.resize(tokens * size_t(config.hidden_size));
@@ -137,7 +148,13 @@ struct cpu_backend::impl {
     positions.resize(tokens);
     token_chunk.resize(tokens);
     slots.resize(tokens);
+    sorted_slots.resize(tokens);
     logits_token.resize(size_t(max_sequences));
+
+    // Size every thread's matmul scratch now, so that a step never allocates (and so never throws).
+    const int64_t widest = std::max({config.hidden_size, config.ffn_size, config.q_size()});
+    auto reserve = [&](int) { kernels::reserve_thread_scratch(max_tokens, widest); };
+    pool.run(reserve);
   }
 
   size_t bytes_per_block() const {
@@ -146,7 +163,7 @@ struct cpu_backend::impl {
   }
 
   // Checks the step and lays out per-token metadata. Runs on the calling thread before the parallel part.
-  void prepare(std::span<const sequence_chunk> step, float* logits_out) {
+  void prepare(std::span<const sequence_chunk> step, std::span<float> logits_out) {
     if (step.size() > size_t(max_sequences)) {
       throw std::invalid_argument("step has " + std::to_string(step.size()) + " sequences, more than " +
                                   std::to_string(max_sequences));
@@ -190,8 +207,22 @@ struct cpu_backend::impl {
       }
       if (chunk.compute_logits) logits_token[size_t(outputs++)] = int32_t(count - 1);
     }
+    if (logits_out.size() < size_t(outputs) * size_t(config.vocab_size)) {
+      throw std::invalid_argument("logits buffer holds " + std::to_string(logits_out.size()) + " values; the step needs " +
+                                  std::to_string(outputs) + " x " + std::to_string(config.vocab_size));
+    }
+    // Two tokens writing one KV slot (a block listed twice, or two chunks of one sequence) would race and
+    // corrupt attention: refuse the step.
+    std::copy_n(slots.begin(), count, sorted_slots.begin());
+    std::sort(sorted_slots.begin(), sorted_slots.begin() + count);
+    if (auto twice = std::adjacent_find(sorted_slots.begin(), sorted_slots.begin() + count);
+        twice != sorted_slots.begin() + count) {
+      throw std::invalid_argument("two tokens of the step write the same KV slot (block " +
+                                  std::to_string(*twice / geometry.block_size) + ", offset " +
+                                  std::to_string(*twice % geometry.block_size) + ")");
+    }
     chunks = step;
-    logits = logits_out;
+    logits = logits_out.data();
     num_tokens = count;
     num_logits = outputs;
   }
@@ -229,8 +260,8 @@ struct cpu_backend::impl {
 
     for (int32_t layer = 0; layer < config.num_layers; ++layer) {
       const cpu_layer_weights& w = weights->layers[size_t(layer)];
-      uint16_t* layer_k = k_cache.data() + layer * layer_cache_values;
-      uint16_t* layer_v = v_cache.data() + layer * layer_cache_values;
+      uint16_t* layer_k = k_cache.get() + layer * layer_cache_values;
+      uint16_t* layer_v = v_cache.get() + layer * layer_cache_values;
 
       // Residual from the previous layer's FFN, then attention norm, quantized for the Q/K/V products.
       for (int64_t t = my_tokens.begin; t < my_tokens.end; ++t) {
@@ -318,7 +349,7 @@ int32_t cpu_backend::max_step_sequences() const { return impl_->max_sequences; }
 int cpu_backend::num_threads() const { return impl_->pool.size(); }
 size_t cpu_backend::kv_bytes_per_block() const { return impl_->bytes_per_block(); }
 
-void cpu_backend::forward(std::span<const sequence_chunk> chunks, float* logits) {
+void cpu_backend::forward(std::span<const sequence_chunk> chunks, std::span<float> logits) {
   impl_->prepare(chunks, logits);
   if (impl_->num_tokens == 0) return;
   auto step = [this](int thread) { impl_->run_step(thread); };

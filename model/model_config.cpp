@@ -1,5 +1,6 @@
 #include "inflight/model_config.hpp"
 
+#include <cmath>
 #include <string>
 
 #include "inflight/gguf.hpp"
@@ -62,6 +63,11 @@ model_config model_config::from_gguf(const gguf::gguf_file& file) {
                                                           : int32_t(embeddings.dims.at(1));
 
   auto fail = [&](const std::string& what) { throw gguf::gguf_error(file.path() + ": " + what); };
+  // NaN or non-positive values would turn every activation into NaN (and the int8 quantization of a NaN
+  // is undefined behaviour): refuse the file instead.
+  if (!(config.rms_norm_eps > 0.0f) || !std::isfinite(config.rms_norm_eps)) fail("attention.layer_norm_rms_epsilon must be > 0");
+  if (!(config.rope_freq_base > 0.0f) || !std::isfinite(config.rope_freq_base)) fail("rope.freq_base must be > 0");
+  if (!(config.rope_freq_scale > 0.0f) || !std::isfinite(config.rope_freq_scale)) fail("rope.scaling.factor must be > 0");
   if (config.num_heads % config.num_kv_heads != 0) fail("head_count is not a multiple of head_count_kv");
   if (config.rope_dims > config.head_dim || config.rope_dims % 2 != 0) fail("bad rope.dimension_count");
   if (config.head_dim % 2 != 0) fail("head dimension must be even");

@@ -205,8 +205,17 @@ struct pair_buffers {
 };
 
 pair_buffers& thread_pair_buffers() {
-  thread_local pair_buffers buffers;  // grows to the largest step seen, then never allocates again
+  thread_local pair_buffers buffers;  // sized by reserve_thread_scratch before the first step
   return buffers;
+}
+
+void reserve_pairs(int64_t num_pairs, int64_t num_blocks) {
+  pair_buffers& buffers = thread_pair_buffers();
+  if (buffers.quants.size() < size_t(num_pairs * num_blocks)) {
+    buffers.quants.resize(size_t(num_pairs * num_blocks));
+    buffers.scales.resize(size_t(num_pairs * num_blocks));
+    buffers.sums.resize(size_t(num_pairs * num_blocks));
+  }
 }
 
 template <class block_type, int pairs>
@@ -265,12 +274,8 @@ void matmul_typed(const weight_matrix& weights, const act_block* act, int64_t nu
                   int64_t out_stride, int64_t row_begin, int64_t row_end) {
   const int64_t num_blocks = weights.cols / 32;
   const int64_t num_pairs = num_tokens / 2;
+  reserve_pairs(num_pairs, num_blocks);  // a no-op after reserve_thread_scratch
   pair_buffers& buffers = thread_pair_buffers();
-  if (buffers.quants.size() < size_t(num_pairs * num_blocks)) {
-    buffers.quants.resize(size_t(num_pairs * num_blocks));
-    buffers.scales.resize(size_t(num_pairs * num_blocks));
-    buffers.sums.resize(size_t(num_pairs * num_blocks));
-  }
   for (int64_t p = 0; p < num_pairs; ++p) {
     const act_block* first = act + (2 * p) * num_blocks;
     const act_block* second = first + num_blocks;
@@ -348,6 +353,12 @@ void matmul_typed(const weight_matrix& weights, const act_block* act, int64_t nu
 #endif
 
 }  // namespace
+
+void reserve_thread_scratch(int64_t max_tokens, int64_t max_cols) {
+#ifdef INFLIGHT_AVX512_PAIRS
+  reserve_pairs(max_tokens / 2, max_cols / 32);
+#endif
+}
 
 void matmul(const weight_matrix& weights, const act_block* act, int64_t num_tokens, float* out, int64_t out_stride,
             int64_t row_begin, int64_t row_end) {

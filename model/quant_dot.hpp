@@ -43,6 +43,10 @@ void quantize_activations(const float* x, act_block* out, int64_t n);
 void matmul(const weight_matrix& weights, const act_block* act, int64_t num_tokens, float* out, int64_t out_stride,
             int64_t row_begin, int64_t row_end);
 
+// Sizes the calling thread's matmul scratch for up to max_tokens tokens of max_cols inputs, so that
+// matmul never allocates (call it on every thread that will run matmul, before the first step).
+void reserve_thread_scratch(int64_t max_tokens, int64_t max_cols);
+
 // Converts one row of any readable type to Q8_0 blocks (for weights without a direct kernel).
 void quantize_row_q8_0(const float* x, void* out_blocks, int64_t n);
 

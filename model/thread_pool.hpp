@@ -13,7 +13,7 @@ namespace inflight {
 
 class thread_pool {
  public:
-  // num_threads counts the calling thread; 0 means one per hardware thread.
+  // num_threads counts the calling thread; 0 means one per CPU this process may use.
   explicit thread_pool(int num_threads = 0);
   ~thread_pool();
   thread_pool(const thread_pool&) = delete;
@@ -22,6 +22,7 @@ class thread_pool {
   int size() const { return num_threads_; }
 
   // Runs fn(thread_index) on every member (the caller is member 0); returns when all have finished.
+  // fn must not throw (a throw terminates the process: see invoke).
   template <class Fn>
   void run(Fn& fn) {
     run_erased(&fn, [](void* context, int thread_index) { (*static_cast<Fn*>(context))(thread_index); });
@@ -37,6 +38,8 @@ class thread_pool {
  private:
   using task_fn = void (*)(void*, int);
   void run_erased(void* context, task_fn task);
+  static void invoke(task_fn task, void* context, int thread_index) noexcept;
+  void stop_workers();
   void worker_loop(int thread_index, uint64_t seen_generation);
 
   int num_threads_;

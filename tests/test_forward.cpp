@@ -68,7 +68,7 @@ std::vector<int32_t> greedy(cpu_backend& model, const std::vector<int32_t>& prom
     const int32_t take = std::min(pending, chunk);
     sequence_chunk step{std::span<const int32_t>(tokens).subspan(size_t(computed), size_t(take)), computed, blocks,
                         take == pending};
-    model.forward({&step, 1}, logits.data());
+    model.forward({&step, 1}, logits);
     computed += take;
     if (!step.compute_logits) continue;
     if (first_logits && generated.empty()) *first_logits = logits;
@@ -132,7 +132,7 @@ TEST_CASE("teacher-forced greedy choices agree with llama.cpp at every step") {
       const int32_t end = int32_t(golden.prompt.size()) + step;
       sequence_chunk chunk{std::span<const int32_t>(tokens).subspan(size_t(computed), size_t(end - computed)),
                            computed, blocks, true};
-      model->forward({&chunk, 1}, logits.data());
+      model->forward({&chunk, 1}, logits);
       computed = end;
       const auto& reference = golden.steps[size_t(step)];
       const int32_t ours = argmax(logits);
@@ -188,11 +188,24 @@ TEST_CASE("malformed steps are refused with a clear error") {
   std::vector<float> logits(size_t(model->config().vocab_size));
   const std::vector<int32_t> tokens(8, 42), long_tokens(65, 42), table{0}, bad_table{1 << 20};
   const std::vector<int32_t> bad_token{model->config().vocab_size};
-  auto run = [&](sequence_chunk chunk) { model->forward({&chunk, 1}, logits.data()); };
+  auto run = [&](sequence_chunk chunk) { model->forward({&chunk, 1}, logits); };
   CHECK_THROWS_WITH_AS(run({long_tokens, 0, std::vector<int32_t>(8, 0), true}), doctest::Contains("more than 64 tokens"),
                        std::invalid_argument);
   CHECK_THROWS_WITH_AS(run({tokens, 10, table, true}), doctest::Contains("does not cover"), std::invalid_argument);
   CHECK_THROWS_WITH_AS(run({tokens, 0, bad_table, true}), doctest::Contains("out of range"), std::invalid_argument);
   CHECK_THROWS_WITH_AS(run({bad_token, 0, table, true}), doctest::Contains("token id"), std::invalid_argument);
   CHECK_THROWS_WITH_AS(run({{}, 0, table, true}), doctest::Contains("no tokens"), std::invalid_argument);
+  // A block listed twice in one table, and two chunks writing the same positions, would race on a slot.
+  const std::vector<int32_t> sixteen(16, 42), repeated_block{5, 5};
+  CHECK_THROWS_WITH_AS(run({std::vector<int32_t>(20, 42), 0, repeated_block, true}),
+                       doctest::Contains("same KV slot"), std::invalid_argument);
+  const std::vector<sequence_chunk> twins{{tokens, 0, table, false}, {tokens, 0, table, true}};
+  CHECK_THROWS_WITH_AS(model->forward(twins, logits), doctest::Contains("same KV slot"), std::invalid_argument);
+  // The logits buffer must hold one row per chunk that asks for logits.
+  std::vector<float> too_small(10);
+  sequence_chunk wants_logits{tokens, 0, table, true};
+  CHECK_THROWS_WITH_AS(model->forward({&wants_logits, 1}, too_small), doctest::Contains("logits buffer"),
+                       std::invalid_argument);
+  wants_logits.compute_logits = false;
+  CHECK_NOTHROW(model->forward({&wants_logits, 1}, std::span<float>()));
 }

@@ -160,7 +160,7 @@ std::vector<std::vector<float>> run(cpu_backend& model, const std::vector<int32_
   for (int step = 0; step < steps; ++step) {
     std::vector<float> logits(size_t(model.config().vocab_size));
     sequence_chunk chunk{std::span<const int32_t>(tokens).subspan(size_t(computed)), computed, blocks, true};
-    model.forward({&chunk, 1}, logits.data());
+    model.forward({&chunk, 1}, logits);
     computed = int32_t(tokens.size());
     tokens.push_back(forced.empty() ? argmax(logits) : forced[size_t(step)]);
     if (chosen) chosen->push_back(tokens.back());

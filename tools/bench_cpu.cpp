@@ -12,6 +12,7 @@
 // Logits are computed for every decoded token, as a server sampling every sequence would.
 #include <algorithm>
 #include <chrono>
+#include <cstdlib>
 #include <cstdio>
 #include <fstream>
 #include <string>
@@ -56,7 +57,7 @@ double batched_decode_tokens_per_second(cpu_backend& model, int batch, int32_t s
   for (int s = 0; s < batch; ++s) {  // prefill one sequence at a time
     auto& seq = sequences[size_t(s)];
     sequence_chunk chunk{std::span<const int32_t>(seq.tokens).first(prompt_length), 0, seq.blocks, true};
-    model.forward({&chunk, 1}, logits.data());
+    model.forward({&chunk, 1}, logits);
     seq.computed = prompt_length;
   }
   const auto start = std::chrono::steady_clock::now();
@@ -67,7 +68,7 @@ double batched_decode_tokens_per_second(cpu_backend& model, int batch, int32_t s
                            seq.blocks, true};
       ++seq.computed;
     }
-    model.forward(chunks, logits.data());
+    model.forward(chunks, logits);
   }
   return double(batch) * steps / seconds_since(start);
 }
@@ -82,7 +83,7 @@ double prefill_tokens_per_second(cpu_backend& model) {
   for (int run = 0; run < 3; ++run) {
     sequence_chunk chunk{tokens, 0, blocks, true};
     const auto start = std::chrono::steady_clock::now();
-    model.forward({&chunk, 1}, logits.data());
+    model.forward({&chunk, 1}, logits);
     best = std::max(best, prefill_length / seconds_since(start));
   }
   return best;
@@ -96,19 +97,27 @@ int main(int argc, char** argv) {
   for (int i = 1; i < argc; ++i) {
     const std::string arg = argv[i];
     if (arg == "--model" && i + 1 < argc) model_path = argv[++i];
-    else if (arg == "--threads" && i + 1 < argc) threads = std::stoi(argv[++i]);
+    else if (arg == "--threads" && i + 1 < argc) {
+      char* end = nullptr;
+      threads = int(std::strtol(argv[++i], &end, 10));
+      if (*end != '\0') threads = -1;  // reported below
+    }
     else if (arg == "--json" && i + 1 < argc) json_path = argv[++i];
     else {
       std::fprintf(stderr, "usage: bench_cpu [--model PATH] [--threads N] [--json PATH]\n");
       return 2;
     }
   }
+  if (threads < 0 || threads > 1024) {
+    std::fprintf(stderr, "bench_cpu: --threads must be in [0, 1024] (0: all CPUs)\n");
+    return 2;
+  }
   try {
     cpu_backend_options options;
     options.num_threads = threads;
     options.max_step_tokens = prefill_length;
     options.max_step_sequences = 64;
-    options.num_blocks = 64 * ((prompt_length + single_decode_steps) / 16 + 1);
+    options.num_blocks = 64 * ((prompt_length + single_decode_steps) / options.block_size + 1);
     cpu_backend model(gguf::gguf_file::open(model_path), options);
     std::printf("%s\nmodel: %s\n\n", model.describe().c_str(), model_path.c_str());
 

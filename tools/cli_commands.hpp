@@ -5,5 +5,6 @@ namespace inflight::cli {
 
 int run_generate(int argc, char** argv);  // argv[0] is "generate"
 int run_inspect(int argc, char** argv);   // argv[0] is "inspect"
+int run_devices(int argc, char** argv);   // argv[0] is "devices"
 
 }  // namespace inflight::cli

@@ -2,6 +2,7 @@
 // and generation speed to stderr.
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <exception>
 #include <memory>
@@ -42,7 +43,7 @@ Runs the model on TEXT and streams the answer to stdout; speeds go to stderr.
   --seed S                seed for reproducible sampling (default: random)
   --ignore-eos            keep generating past end-of-generation tokens
   --threads N             CPU threads (default: all cores)
-  --kv-cache-mb N         KV cache memory (default 256)
+  --kv-cache-mb N         KV cache memory (default: what prompt + max tokens need)
   --block-size N          tokens per KV block (default 16)
   --verbose               print the backend configuration and prompt token count
 )";
@@ -56,7 +57,7 @@ struct generate_options {
   sampling_params sampling;
   bool ignore_eos = false;
   int threads = 0;
-  int64_t kv_cache_mb = 256;
+  std::optional<int64_t> kv_cache_mb;  // default: what the request needs
   int32_t block_size = 16;
   bool verbose = false;
 };
@@ -95,10 +96,12 @@ generate_options parse(int argc, char** argv) {
   return options;
 }
 
+// The prompt from standard input, without the one trailing newline that `echo` or a file adds.
 std::string read_stdin() {
   std::string text;
   char buffer[4096];
   for (size_t n; (n = std::fread(buffer, 1, sizeof buffer, stdin)) > 0;) text.append(buffer, n);
+  if (!text.empty() && text.back() == '\n') text.pop_back();
   return text;
 }
 
@@ -126,20 +129,27 @@ int generate(const generate_options& options) {
     prompt_text = chat.render(messages, /*add_generation_prompt=*/true);
   }
 
-  cpu_backend_options backend_options;
-  backend_options.num_threads = options.threads;
-  backend_options.block_size = options.block_size;
-  backend_options.kv_cache_bytes = size_t(options.kv_cache_mb) << 20;
-  backend_options.max_step_sequences = 1;
-  if (isatty(STDERR_FILENO)) backend_options.on_load_progress = draw_progress;
-  cpu_backend model(file, backend_options);
-
+  // Tokenize before loading the weights: a bad prompt should fail at once.
   generation_request request;
   request.prompt = tok->encode(prompt_text, /*parse_special=*/true);
   request.sampling = options.sampling;
   request.max_tokens = options.max_tokens;
   request.ignore_eos = options.ignore_eos;
   if (request.prompt.empty()) throw usage_error("the prompt is empty");
+
+  cpu_backend_options backend_options;
+  backend_options.num_threads = options.threads;
+  backend_options.block_size = options.block_size;
+  backend_options.max_step_sequences = 1;
+  if (options.kv_cache_mb) {
+    backend_options.kv_cache_bytes = size_t(*options.kv_cache_mb) << 20;
+  } else {  // one request: the cache it can ever use, no more
+    const int64_t tokens = int64_t(request.prompt.size()) + options.max_tokens;
+    backend_options.num_blocks = int32_t(std::min<int64_t>((tokens + options.block_size - 1) / options.block_size, 1 << 20));
+  }
+  if (isatty(STDERR_FILENO)) backend_options.on_load_progress = draw_progress;
+  cpu_backend model(file, backend_options);
+
   if (options.verbose) {
     std::fprintf(stderr, "%s\n%s: %zu prompt tokens\n", model.describe().c_str(), model.config().name.c_str(),
                  request.prompt.size());

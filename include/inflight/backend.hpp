@@ -45,10 +45,11 @@ class backend {
   virtual int32_t max_step_sequences() const = 0;
 
   // Runs one forward step. Writes the K/V of every new token into its block, and for the i-th chunk with
-  // compute_logits writes config().vocab_size logits to `logits + i * vocab_size` (i counts only chunks
-  // that asked; the caller sizes `logits` for max_step_sequences() rows). Throws std::invalid_argument for a malformed step (too many tokens, a block table that
-  // does not cover the positions, an out-of-range block or token id).
-  virtual void forward(std::span<const sequence_chunk> chunks, float* logits) = 0;
+  // compute_logits writes config().vocab_size logits at logits[i * vocab_size] (i counts only the chunks
+  // that asked). Throws std::invalid_argument for a malformed step: too many tokens or sequences, a block
+  // table that does not cover the positions, an out-of-range block or token id, two tokens writing one
+  // KV slot, a logits buffer too small.
+  virtual void forward(std::span<const sequence_chunk> chunks, std::span<float> logits) = 0;
 };
 
 }  // namespace inflight

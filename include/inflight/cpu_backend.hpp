@@ -37,7 +37,7 @@ class cpu_backend final : public backend {
   kv_cache_geometry kv_geometry() const override;
   int32_t max_step_tokens() const override;
   int32_t max_step_sequences() const override;
-  void forward(std::span<const sequence_chunk> chunks, float* logits) override;
+  void forward(std::span<const sequence_chunk> chunks, std::span<float> logits) override;
 
   int num_threads() const;
   size_t kv_bytes_per_block() const;
