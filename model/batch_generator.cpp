@@ -85,6 +85,11 @@ std::vector<generation_output> batch_generator::run(std::span<const generation_r
         sequence.blocks.push_back(free_blocks.back());
         free_blocks.pop_back();
       }
+      // Output storage is reserved here so that a step appends without allocating.
+      outputs[waiting.front()].tokens.reserve(size_t(request.max_tokens));
+      if (request.sampling.logprobs || request.sampling.top_logprobs > 0) {
+        outputs[waiting.front()].logprobs.reserve(size_t(request.max_tokens));
+      }
       sequence.token_sampler.emplace(request.sampling, config.vocab_size);
       sequence.token_sampler->set_prompt(request.prompt);
       running.push_back(std::move(sequence));

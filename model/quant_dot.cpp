@@ -90,6 +90,10 @@ inline __m256i unpack_nibbles(const uint8_t* qs) {  // 16 bytes -> 32 values: lo
   return _mm256_and_si256(both, _mm256_set1_epi8(0x0f));
 }
 
+// The 32 quants of a signed block type as int8 in [-127, 127]: Q4_0's nibbles re-centred, Q8_0's as stored.
+inline __m256i signed_quants(const block_q4_0& w) { return _mm256_sub_epi8(unpack_nibbles(w.qs), _mm256_set1_epi8(8)); }
+inline __m256i signed_quants(const block_q8_0& w) { return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w.qs)); }
+
 // Sum over 32 lanes of u8 a * s8 b, as 8 int32 partial sums.
 inline __m256i dot_u8_s8(__m256i a, __m256i b) {
 #if defined(__AVX512VNNI__) && defined(__AVX512VL__)
@@ -132,12 +136,7 @@ void dot_row_tile(const block_type* row, const act_block* const* act, int64_t nu
         min_terms[t] = std::fma(mw, a.ds, min_terms[t]);  // explicit: the 512-bit path must match it
       }
     } else {
-      __m256i quants;
-      if constexpr (std::is_same_v<block_type, block_q4_0>) {
-        quants = _mm256_sub_epi8(unpack_nibbles(w.qs), _mm256_set1_epi8(8));
-      } else {
-        quants = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w.qs));
-      }
+      const __m256i quants = signed_quants(w);
       // u8 x s8 products need an unsigned side: |w| * (sign(w) * q) == w * q.
       const __m256i magnitudes = _mm256_sign_epi8(quants, quants);
       for (int t = 0; t < tile; ++t) {
@@ -231,13 +230,7 @@ void dot_row_pairs(const block_type* row, const pair_quants_block* pair_quants, 
     if constexpr (std::is_same_v<block_type, block_q4_1>) {
       weights = _mm512_broadcast_i64x4(unpack_nibbles(w.qs));
     } else {
-      __m256i quants;
-      if constexpr (std::is_same_v<block_type, block_q4_0>) {
-        quants = _mm256_sub_epi8(unpack_nibbles(w.qs), _mm256_set1_epi8(8));
-      } else {
-        quants = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w.qs));
-      }
-      const __m512i both = _mm512_broadcast_i64x4(quants);
+      const __m512i both = _mm512_broadcast_i64x4(signed_quants(w));
       negative = _mm512_movepi8_mask(both);
       weights = _mm512_abs_epi8(both);
     }
