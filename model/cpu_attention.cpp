@@ -119,6 +119,34 @@ inline void for_each_slot(std::span<const int32_t> block_table, int32_t block_si
   }
 }
 
+#ifdef INFLIGHT_F16C
+// out[g] = sum over positions of p[g][position] * V[position], for `group` query heads of one kv head
+// with `vectors` x 8 dimensions, holding the group's accumulators in registers instead of reloading and
+// storing `out` at every position. Each lane performs the same FMAs in the same order as axpy(), so the
+// result is bit-identical to the generic loop.
+template <int group, int vectors>
+void accumulate_values(const uint16_t* v_cache, std::span<const int32_t> block_table, const attention_shape& shape,
+                       int32_t num_positions, int32_t kv_head, const float* probabilities, float* out) {
+  const int64_t token_stride = int64_t(shape.num_kv_heads) * shape.head_dim;
+  __m256 acc[group][vectors];
+  for (int g = 0; g < group; ++g) {
+    for (int i = 0; i < vectors; ++i) acc[g][i] = _mm256_loadu_ps(out + int64_t(kv_head * group + g) * shape.head_dim + 8 * i);
+  }
+  for_each_slot(block_table, shape.block_size, num_positions, [&](int32_t position, int64_t slot) {
+    const uint16_t* v = v_cache + slot * token_stride + int64_t(kv_head) * shape.head_dim;
+    __m256 values[vectors];
+    for (int i = 0; i < vectors; ++i) values[i] = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(v + 8 * i)));
+    for (int g = 0; g < group; ++g) {
+      const __m256 weight = _mm256_set1_ps(probabilities[int64_t(g) * num_positions + position]);
+      for (int i = 0; i < vectors; ++i) acc[g][i] = _mm256_fmadd_ps(weight, values[i], acc[g][i]);
+    }
+  });
+  for (int g = 0; g < group; ++g) {
+    for (int i = 0; i < vectors; ++i) _mm256_storeu_ps(out + int64_t(kv_head * group + g) * shape.head_dim + 8 * i, acc[g][i]);
+  }
+}
+#endif
+
 constexpr int32_t max_queries_per_kv = 16;
 constexpr int32_t max_head_dim = 256;
 
@@ -155,11 +183,11 @@ void attend(const float* q, const uint16_t* k_cache, const uint16_t* v_cache, st
   for (int32_t g = 0; g < group; ++g) {
     float* scores = scratch + int64_t(g) * num_positions;
     const float max_score = *std::max_element(scores, scores + num_positions);
+    // Two loops, same order of additions: keeping the running sum out of the loop that calls expf
+    // saves a spill and reload around every call.
+    for (int32_t p = 0; p < num_positions; ++p) scores[p] = std::exp(scores[p] - max_score);
     double sum = 0.0;
-    for (int32_t p = 0; p < num_positions; ++p) {
-      scores[p] = std::exp(scores[p] - max_score);
-      sum += scores[p];
-    }
+    for (int32_t p = 0; p < num_positions; ++p) sum += scores[p];
     const float inverse = float(1.0 / sum);
     for (int32_t p = 0; p < num_positions; ++p) scores[p] *= inverse;
     round_through_fp16(scores, num_positions);
@@ -167,6 +195,15 @@ void attend(const float* q, const uint16_t* k_cache, const uint16_t* v_cache, st
   }
 
   // Weighted sum of V, again one read of each V vector for the whole group.
+#ifdef INFLIGHT_F16C
+  if (dim == 64 && group <= 3) {  // SmolLM2 and most small GQA models: accumulate in registers
+    switch (group) {
+      case 1: return accumulate_values<1, 8>(v_cache, block_table, shape, num_positions, kv_head, scratch, out);
+      case 2: return accumulate_values<2, 8>(v_cache, block_table, shape, num_positions, kv_head, scratch, out);
+      case 3: return accumulate_values<3, 8>(v_cache, block_table, shape, num_positions, kv_head, scratch, out);
+    }
+  }
+#endif
   for_each_slot(block_table, shape.block_size, num_positions, [&](int32_t position, int64_t slot) {
     load_fp16_row(v_cache + slot * token_stride + int64_t(kv_head) * dim, row, dim);
     for (int32_t g = 0; g < group; ++g) {
