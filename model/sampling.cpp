@@ -25,10 +25,6 @@ namespace {
 
 constexpr float neg_inf = -std::numeric_limits<float>::infinity();
 
-// Below this temperature sample greedily, as vLLM does (_SAMPLING_EPS): 1 / T would overflow and
-// the draw could only differ from the argmax between exactly tied logits.
-constexpr float min_temperature = 1e-5f;
-
 using candidate = std::pair<float, int32_t>;
 
 // Strict total order on (value, id): larger value first, lower id first on ties. Breaking ties by id
@@ -372,7 +368,7 @@ int32_t sampler::draw(const float* logits, bool weights_hold_raw, double raw_mas
 
 sample_result sampler::sample(float* logits) {
   sample_result result;
-  const bool greedy = params_.temperature < min_temperature;
+  const bool greedy = params_.is_greedy();
 
   // Raw distribution first, before the penalties overwrite anything: the max (from the top list
   // when one is asked for), then the log-sum-exp with it subtracted. When the draw will use exactly

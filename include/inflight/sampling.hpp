@@ -4,7 +4,7 @@
 // Order of operations (as vLLM): repetition/presence/frequency penalties -> temperature -> top-k ->
 // top-p -> min-p -> draw. temperature == 0 is greedy (argmax, lowest id on ties, like llama.cpp).
 // Reported log-probabilities are those of the model's raw distribution (log_softmax of the logits
-// before any of the above), which is what vLLM returns by default.
+// before any of the above), which is what vLLM returns by default. Temperatures below 1e-5 count as greedy.
 #pragma once
 
 #include <array>
@@ -29,7 +29,10 @@ struct sampling_params {
   int32_t top_logprobs = 0;          // 0..max_top_logprobs alternatives to report per token
   bool logprobs = false;             // report the chosen token's log-probability
 
-  bool is_greedy() const { return temperature <= 0.0f; }
+  // Below this temperature sampling is greedy, as vLLM does (_SAMPLING_EPS): 1 / T would overflow and a
+  // draw could differ from the argmax only between exactly tied logits.
+  static constexpr float greedy_below_temperature = 1e-5f;
+  bool is_greedy() const { return temperature < greedy_below_temperature; }
 };
 
 // Returns an empty string when the params are valid, otherwise a message naming the bad field.
