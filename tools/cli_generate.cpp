@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstdio>
 #include <exception>
 #include <memory>
@@ -13,7 +14,7 @@
 
 #include "cli_commands.hpp"
 #include "cli_options.hpp"
-#include "inflight/batch_generator.hpp"
+#include "inflight/engine.hpp"
 #include "inflight/chat_template.hpp"
 #include "inflight/cpu_backend.hpp"
 #include "inflight/detokenizer.hpp"
@@ -24,15 +25,19 @@ namespace inflight::cli {
 
 namespace {
 
-constexpr const char* generate_help = R"(usage: inflight generate --prompt TEXT [options]
+constexpr const char* generate_help = R"(usage: inflight generate --prompt TEXT [--prompt TEXT ...] [options]
 
-Runs the model on TEXT and streams the answer to stdout; speeds go to stderr.
+Runs the model on TEXT and streams the answer to stdout; speeds go to stderr. With several --prompt
+options the requests run together on the continuous-batching engine and each answer is printed whole,
+as "[i] answer", in the order they finish.
 
   --model PATH            GGUF model (default: the model fetched by tools/setup.sh)
-  --prompt TEXT           the prompt ('-' reads it from standard input)
-  --chat                  wrap the prompt as a user message in the model's chat template
+  --prompt TEXT           a prompt ('-' reads it from standard input); may be repeated
+  --chat                  wrap each prompt as a user message in the model's chat template
   --system TEXT           system message for --chat (default: the template's own)
   --max-tokens N          tokens to generate at most (default 256)
+  --stop TEXT             stop string: the answer ends before it (may be repeated)
+  --timeout-ms N          give up on a request after N milliseconds (finish: deadline)
   --temperature T         0 = greedy (default 0.8)
   --top-k K               keep the K most likely tokens, 0 = off (default 40)
   --top-p P               nucleus sampling mass in (0, 1] (default 0.95)
@@ -42,22 +47,29 @@ Runs the model on TEXT and streams the answer to stdout; speeds go to stderr.
   --frequency-penalty X   [-2, 2] (default 0)
   --seed S                seed for reproducible sampling (default: random)
   --ignore-eos            keep generating past end-of-generation tokens
+  --batching MODE         continuous (default) or static: the baseline where a batch runs until its
+                          longest member finishes before the next batch starts
+  --max-num-seqs N        sequences running together at most (default 64)
   --threads N             CPU threads (default: all cores)
-  --kv-cache-mb N         KV cache memory (default: what prompt + max tokens need)
+  --kv-cache-mb N         KV cache memory (default 256)
   --block-size N          tokens per KV block (default 16)
-  --verbose               print the backend configuration and prompt token count
+  --verbose               print the backend configuration
 )";
 
 struct generate_options {
   std::string model = INFLIGHT_DEFAULT_MODEL;
-  std::optional<std::string> prompt;
+  std::vector<std::string> prompts;
   bool chat = false;
   std::optional<std::string> system;
   int32_t max_tokens = 256;
+  std::vector<std::string> stop;
+  std::optional<int64_t> timeout_ms;
   sampling_params sampling;
   bool ignore_eos = false;
+  bool static_batching = false;
+  int32_t max_num_seqs = 64;
   int threads = 0;
-  std::optional<int64_t> kv_cache_mb;  // default: what the request needs
+  int64_t kv_cache_mb = 256;
   int32_t block_size = 16;
   bool verbose = false;
 };
@@ -72,10 +84,15 @@ generate_options parse(int argc, char** argv) {
   while (!reader.done()) {
     const std::string name = reader.next_name();
     if (name == "model") options.model = reader.string_value();
-    else if (name == "prompt") options.prompt = reader.string_value();
+    else if (name == "prompt") options.prompts.push_back(reader.string_value());
     else if (name == "chat") { reader.flag(); options.chat = true; }
     else if (name == "system") options.system = reader.string_value();
     else if (name == "max-tokens") options.max_tokens = int32_t(reader.int_value(1, 1 << 20));
+    else if (name == "stop") {
+      options.stop.push_back(reader.string_value());
+      if (options.stop.back().empty()) throw usage_error("--stop: the stop string is empty");
+    }
+    else if (name == "timeout-ms") options.timeout_ms = reader.int_value(1, INT64_MAX / 1000000);
     else if (name == "temperature") options.sampling.temperature = float(reader.float_value());
     else if (name == "top-k") options.sampling.top_k = int32_t(reader.int_value(-1, 1 << 30));
     else if (name == "top-p") options.sampling.top_p = float(reader.float_value());
@@ -85,13 +102,20 @@ generate_options parse(int argc, char** argv) {
     else if (name == "frequency-penalty") options.sampling.frequency_penalty = float(reader.float_value());
     else if (name == "seed") options.sampling.seed = uint64_t(reader.int_value(0, INT64_MAX));
     else if (name == "ignore-eos") { reader.flag(); options.ignore_eos = true; }
+    else if (name == "batching") {
+      const std::string mode = reader.string_value();
+      if (mode != "static" && mode != "continuous")
+        throw usage_error("--batching: expected 'continuous' or 'static', got '" + mode + "'");
+      options.static_batching = mode == "static";
+    }
+    else if (name == "max-num-seqs") options.max_num_seqs = int32_t(reader.int_value(1, 4096));
     else if (name == "threads") options.threads = int(reader.int_value(1, 1024));
     else if (name == "kv-cache-mb") options.kv_cache_mb = reader.int_value(1, 1 << 20);
     else if (name == "block-size") options.block_size = int32_t(reader.int_value(1, 1024));
     else if (name == "verbose") { reader.flag(); options.verbose = true; }
     else throw usage_error("unknown option --" + name);
   }
-  if (!options.prompt) throw usage_error("--prompt is required");
+  if (options.prompts.empty()) throw usage_error("--prompt is required");
   if (const char* error = validate(options.sampling); *error) throw usage_error(error);
   return options;
 }
@@ -115,72 +139,123 @@ void draw_progress(int done, int total, void*) {
   std::fflush(stderr);
 }
 
+using clock = std::chrono::steady_clock;
+
+// One request's output. Called from the engine's threads, one at a time per request; the main thread
+// reads the results after wait_idle(), which orders it after the final event.
+class cli_sink final : public generation_sink {
+ public:
+  cli_sink(size_t index, bool stream) : index_(index), stream_(stream) {}
+
+  void on_delta(const generation_delta& delta) override {
+    if (delta.token >= 0 && !first_token_) first_token_ = clock::now();
+    if (stream_ && !delta.text.empty()) {
+      std::fwrite(delta.text.data(), 1, delta.text.size(), stdout);
+      std::fflush(stdout);
+    }
+  }
+
+  void on_final(const generation_final& final_event) override {
+    final_ = final_event;
+    finished_at_ = clock::now();
+    if (stream_) {
+      std::fputc('\n', stdout);
+    } else if (final_event.error == request_error::none) {
+      std::printf("[%zu] %s\n", index_, final_event.text.c_str());
+    }
+    std::fflush(stdout);
+  }
+
+  const generation_final& result() const { return final_; }
+  std::optional<clock::time_point> first_token() const { return first_token_; }
+  clock::time_point finished_at() const { return finished_at_; }
+
+ private:
+  size_t index_;
+  bool stream_;
+  std::optional<clock::time_point> first_token_;
+  clock::time_point finished_at_;
+  generation_final final_;
+};
+
+double seconds_between(clock::time_point from, clock::time_point to) {
+  return std::chrono::duration<double>(to - from).count();
+}
+
 int generate(const generate_options& options) {
   auto file = gguf::gguf_file::open(options.model);
   auto tok = tokenizer::from_gguf(*file);
+  chat_template chat = chat_template::from_gguf(*file);
+  if (options.chat && !chat.recognized()) std::fprintf(stderr, "inflight generate: warning: %s\n", chat.warning().c_str());
 
-  std::string prompt_text = *options.prompt == "-" ? read_stdin() : *options.prompt;
-  if (options.chat) {
-    const chat_template chat = chat_template::from_gguf(*file);
-    if (!chat.recognized()) std::fprintf(stderr, "inflight generate: warning: %s\n", chat.warning().c_str());
-    std::vector<chat_message> messages;
-    if (options.system) messages.push_back({"system", *options.system});
-    messages.push_back({"user", prompt_text});
-    prompt_text = chat.render(messages, /*add_generation_prompt=*/true);
+  std::vector<generation_params> requests;
+  for (const std::string& prompt : options.prompts) {
+    generation_params params;
+    const std::string text = prompt == "-" ? read_stdin() : prompt;
+    if (options.chat) {
+      if (options.system) params.messages.push_back({"system", *options.system});
+      params.messages.push_back({"user", text});
+    } else {
+      params.prompt = text;
+    }
+    params.sampling = options.sampling;
+    params.max_tokens = options.max_tokens;
+    params.stop = options.stop;
+    params.ignore_eos = options.ignore_eos;
+    if (options.timeout_ms) params.timeout = std::chrono::milliseconds(*options.timeout_ms);
+    requests.push_back(std::move(params));
   }
-
-  // Tokenize before loading the weights: a bad prompt should fail at once.
-  generation_request request;
-  request.prompt = tok->encode(prompt_text, /*parse_special=*/true);
-  request.sampling = options.sampling;
-  request.max_tokens = options.max_tokens;
-  request.ignore_eos = options.ignore_eos;
-  if (request.prompt.empty()) throw usage_error("the prompt is empty");
 
   cpu_backend_options backend_options;
   backend_options.num_threads = options.threads;
   backend_options.block_size = options.block_size;
-  backend_options.max_step_sequences = 1;
-  if (options.kv_cache_mb) {
-    backend_options.kv_cache_bytes = size_t(*options.kv_cache_mb) << 20;
-  } else {  // one request: the cache it can ever use, no more
-    const int64_t tokens = int64_t(request.prompt.size()) + options.max_tokens;
-    backend_options.num_blocks = int32_t(std::min<int64_t>((tokens + options.block_size - 1) / options.block_size, 1 << 20));
-  }
+  backend_options.kv_cache_bytes = size_t(options.kv_cache_mb) << 20;
+  backend_options.max_step_sequences = std::min<int32_t>(options.max_num_seqs, int32_t(requests.size()));
   if (isatty(STDERR_FILENO)) backend_options.on_load_progress = draw_progress;
-  cpu_backend model(file, backend_options);
+  auto model = std::make_unique<cpu_backend>(file, backend_options);
+  if (options.verbose) std::fprintf(stderr, "%s: %s\n", model->config().name.c_str(), model->describe().c_str());
 
-  if (options.verbose) {
-    std::fprintf(stderr, "%s\n%s: %zu prompt tokens\n", model.describe().c_str(), model.config().name.c_str(),
-                 request.prompt.size());
+  engine_options engine_config;
+  engine_config.max_num_seqs = backend_options.max_step_sequences;
+  engine_config.static_batching = options.static_batching;
+  auto engine = inference_engine::create(std::move(model), tok, std::move(chat), engine_config);
+
+  const bool stream = requests.size() == 1;
+  std::vector<std::shared_ptr<cli_sink>> sinks;
+  const auto start = clock::now();
+  for (size_t i = 0; i < requests.size(); ++i) {
+    sinks.push_back(std::make_shared<cli_sink>(i, stream));
+    engine->submit(std::move(requests[i]), sinks.back());
   }
+  engine->wait_idle();
+  const auto end = clock::now();
 
-  // Stream: text goes out as soon as it forms whole UTF-8 characters; end-of-generation tokens stay hidden.
-  incremental_detokenizer detokenizer(tok, /*skip_special=*/true);
-  std::string text;
-  batch_generator generator(model, tok->end_of_generation_ids());
-  const auto outputs = generator.run({&request, 1}, [&](size_t, int32_t token, const sample_result&) {
-    text.clear();
-    if (!tok->is_end_of_generation(token) || options.ignore_eos) detokenizer.push(token, text);
-    std::fwrite(text.data(), 1, text.size(), stdout);
-    std::fflush(stdout);
-  });
-  text.clear();
-  detokenizer.flush(text);
-  std::fwrite(text.data(), 1, text.size(), stdout);
-  std::fputc('\n', stdout);
-  std::fflush(stdout);
-
-  const auto& stats = generator.stats();
-  // The first generated token comes out of the prefill step, so decode speed counts the rest.
-  const int64_t decoded = stats.generated_tokens - 1;
-  std::fprintf(stderr, "prompt: %lld tokens, %.1f tokens/s | generation: %lld tokens, %.1f tokens/s | finish: %s\n",
-               static_cast<long long>(stats.prompt_tokens),
-               stats.prefill_seconds > 0 ? double(stats.prompt_tokens) / stats.prefill_seconds : 0.0,
-               static_cast<long long>(stats.generated_tokens),
-               stats.decode_seconds > 0 && decoded > 0 ? double(decoded) / stats.decode_seconds : 0.0,
-               outputs[0].reason == finish_reason::stop ? "stop" : "length");
-  return 0;
+  int rc = 0;
+  int64_t total_generated = 0;
+  for (const auto& sink : sinks) {
+    const generation_final& result = sink->result();
+    total_generated += result.completion_tokens;
+    if (result.error != request_error::none) {
+      std::fprintf(stderr, "inflight generate: %s\n", result.message.c_str());
+      rc = result.error == request_error::internal ? 1 : 2;
+    }
+  }
+  if (stream && rc == 0) {
+    // The first token comes out of the prefill step, so decode speed counts the rest.
+    const cli_sink& sink = *sinks[0];
+    const generation_final& result = sink.result();
+    const double prefill = sink.first_token() ? seconds_between(start, *sink.first_token()) : 0.0;
+    const double decode = sink.first_token() ? seconds_between(*sink.first_token(), sink.finished_at()) : 0.0;
+    std::fprintf(stderr, "prompt: %d tokens, %.1f tokens/s | generation: %d tokens, %.1f tokens/s | finish: %s\n",
+                 result.prompt_tokens, prefill > 0 ? result.prompt_tokens / prefill : 0.0, result.completion_tokens,
+                 decode > 0 && result.completion_tokens > 1 ? (result.completion_tokens - 1) / decode : 0.0,
+                 engine::to_string(result.reason));
+  } else if (rc == 0) {
+    std::fprintf(stderr, "%zu requests (%s batching): %lld tokens in %.2f s, %.1f tokens/s\n", sinks.size(),
+                 options.static_batching ? "static" : "continuous", static_cast<long long>(total_generated),
+                 seconds_between(start, end), double(total_generated) / seconds_between(start, end));
+  }
+  return rc;
 }
 
 }  // namespace

@@ -1,0 +1,90 @@
+// The engine's actors, as spawn functions, and the few messages that only they exchange. Internal to
+// actors/: one translation unit per actor (request_actor.cpp, scheduler_actor.cpp, kv_manager_actor.cpp,
+// executor_actor.cpp), each a thin shell over a plain class; engine.cpp wires them together.
+#pragma once
+
+#include <caf/actor.hpp>
+#include <caf/atom.hpp>
+#include <caf/fwd.hpp>
+#include <caf/meta/type_name.hpp>
+#include <memory>
+
+#include "inflight/engine.hpp"
+#include "inflight/engine_protocol_inspect.hpp"
+#include "kv_cache_manager.hpp"
+#include "kv_step_planner.hpp"
+#include "scheduling_policy.hpp"
+
+namespace inflight {
+class tokenizer;
+class backend;
+}
+
+namespace inflight::engine {
+
+// Atoms are at most 10 characters in CAF 0.17.
+using cancel_atom = caf::atom_constant<caf::atom("ifcancel")>;      // request actor or engine -> ..: stop now
+using deadline_atom = caf::atom_constant<caf::atom("ifdeadline")>;  // request actor -> itself: time is up
+using release_atom = caf::atom_constant<caf::atom("ifrelease")>;    // scheduler -> executor: drop a sampler
+using stats_atom = caf::atom_constant<caf::atom("ifstats")>;        // anyone -> scheduler / KV manager
+
+// The scheduler's answer to stats_atom: its counters and the busy-loop timing (engine_stats documents them).
+struct scheduler_report {
+  scheduler_stats counters;
+  double loop_seconds = 0, forward_seconds = 0, sampling_seconds = 0;
+  int64_t executed_steps = 0;
+};
+
+// The KV manager's answer to stats_atom.
+struct kv_report {
+  kv_cache_stats cache;
+  kv_planner_stats planner;
+};
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, scheduler_stats& x) {
+  return f(caf::meta::type_name("inflight::engine::scheduler_stats"), x.waiting, x.running, x.steps, x.preemptions,
+           x.prompt_tokens_computed, x.generated_tokens, x.prefix_hit_tokens, x.finished, x.cancelled, x.aborted);
+}
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, scheduler_report& x) {
+  return f(caf::meta::type_name("inflight::engine::scheduler_report"), x.counters, x.loop_seconds, x.forward_seconds,
+           x.sampling_seconds, x.executed_steps);
+}
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, kv_cache_stats& x) {
+  return f(caf::meta::type_name("inflight::engine::kv_cache_stats"), x.num_blocks, x.used_blocks, x.cached_blocks,
+           x.free_blocks, x.prefix_queried_tokens, x.prefix_hit_tokens);
+}
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, kv_planner_stats& x) {
+  return f(caf::meta::type_name("inflight::engine::kv_planner_stats"), x.steps, x.preemptions, x.prompt_tokens_computed);
+}
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, kv_report& x) {
+  return f(caf::meta::type_name("inflight::engine::kv_report"), x.cache, x.planner);
+}
+
+// Owns the block pool (num_blocks x block_size tokens) and the step planner.
+caf::actor spawn_kv_manager(caf::actor_system& system, int32_t num_blocks, int32_t block_size, bool prefix_caching);
+
+// Runs `model` on a thread of its own (detached): one step_plan in, one step_result out.
+caf::actor spawn_executor(caf::actor_system& system, std::shared_ptr<backend> model);
+
+caf::actor spawn_scheduler(caf::actor_system& system, const scheduler_config& config, int32_t kv_block_size,
+                           int32_t kv_num_blocks, caf::actor kv_manager, caf::actor executor);
+
+// What every request actor shares.
+struct request_context {
+  std::shared_ptr<const tokenizer> tok;
+  std::shared_ptr<const chat_template> chat;
+  int32_t max_model_len = 0;
+  caf::actor scheduler;
+};
+
+// One request: prompt -> tokens -> scheduler; token events -> text deltas -> sink; one final event. The
+// sink's on_final is called exactly once, then the actor quits.
+caf::actor spawn_request(caf::actor_system& system, std::shared_ptr<const request_context> context, request_id id,
+                         generation_params params, std::shared_ptr<generation_sink> sink);
+
+}  // namespace inflight::engine

@@ -1,0 +1,105 @@
+// The executor actor: owns the backend (weights, KV memory) and one sampler per sequence, and runs one
+// step per message on a thread of its own (detached), so a forward pass never occupies one of CAF's
+// worker threads. Messages, all from the scheduler and handled in order:
+//   sampler_setup  a sequence's sampling params and prompt (its sampler is built on its first step)
+//   release_atom   the sequence is done: drop its sampler
+//   step_plan      run the step, answer with a step_result
+#include <caf/all.hpp>
+
+#include <chrono>
+#include <exception>
+#include <unordered_map>
+
+#include "engine_actors.hpp"
+#include "inflight/backend.hpp"
+#include "scheduler.hpp"
+
+namespace inflight::engine {
+
+namespace {
+
+struct sequence_sampling {
+  sampler_setup setup;
+  std::unique_ptr<sampler> sampler_;  // built lazily: a waiting sequence costs no vocabulary-sized scratch
+};
+
+struct executor_state {
+  std::shared_ptr<backend> model;
+  std::unordered_map<sequence_id, sequence_sampling> sequences;
+  std::vector<float> logits;                // max_step_sequences x vocab_size, sized once
+  std::vector<inflight::sequence_chunk> chunks;  // views into the plan, reused
+  static inline const char* name = "inflight.executor";
+};
+
+double seconds_since(std::chrono::steady_clock::time_point start) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+}
+
+step_result run_step(executor_state& st, const step_plan& plan) {
+  step_result result;
+  result.step = plan.step;
+  const int32_t vocab = st.model->config().vocab_size;
+  try {
+    to_backend_chunks(plan, st.chunks);
+    const auto forward_start = std::chrono::steady_clock::now();
+    st.model->forward(st.chunks, st.logits);
+    result.forward_seconds = seconds_since(forward_start);
+
+    const auto sampling_start = std::chrono::steady_clock::now();
+    size_t row = 0;
+    bool any_samples = false;
+    for (const scheduled_chunk& chunk : plan.chunks) {
+      if (!chunk.compute_logits) continue;
+      const auto found = st.sequences.find(chunk.id);
+      if (found == st.sequences.end()) {
+        // Cancelled after the KV manager planned this step (its release overtook the plan): the
+        // scheduler and the KV manager discard whatever comes back for it, so nothing is sampled.
+        ++row;
+        result.sampled.push_back(-1);
+        result.samples.push_back(sample_result{});
+        continue;
+      }
+      sequence_sampling& seq = found->second;
+      if (!seq.sampler_) {
+        seq.sampler_ = std::make_unique<sampler>(seq.setup.sampling, vocab);
+        seq.sampler_->set_prompt(seq.setup.prompt);
+        seq.setup.prompt = {};
+      }
+      const sample_result sample = seq.sampler_->sample(st.logits.data() + row++ * size_t(vocab));
+      result.sampled.push_back(sample.token);
+      if (seq.setup.sampling.logprobs || seq.setup.sampling.top_logprobs > 0) any_samples = true;
+      result.samples.push_back(sample);
+    }
+    if (!any_samples) result.samples.clear();
+    result.sampling_seconds = seconds_since(sampling_start);
+  } catch (const std::exception& error) {
+    // A malformed step is a bug upstream and an allocation failure is fatal to this step only: either
+    // way the scheduler fails the step's sequences and carries on.
+    result.sampled.clear();
+    result.samples.clear();
+    result.error = error.what();
+  }
+  return result;
+}
+
+caf::behavior executor(caf::stateful_actor<executor_state>* self, std::shared_ptr<backend> model) {
+  executor_state& st = self->state;
+  st.model = std::move(model);
+  st.logits.resize(size_t(st.model->max_step_sequences()) * size_t(st.model->config().vocab_size));
+  return {
+      [self](sampler_setup& setup) {
+        const sequence_id id = setup.id;
+        self->state.sequences[id] = sequence_sampling{std::move(setup), nullptr};
+      },
+      [self](release_atom, sequence_id id) { self->state.sequences.erase(id); },
+      [self](const step_plan& plan) -> step_result { return run_step(self->state, plan); },
+  };
+}
+
+}  // namespace
+
+caf::actor spawn_executor(caf::actor_system& system, std::shared_ptr<backend> model) {
+  return system.spawn<caf::detached>(executor, std::move(model));
+}
+
+}  // namespace inflight::engine

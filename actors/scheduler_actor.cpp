@@ -1,0 +1,189 @@
+// The scheduler actor: a thin shell over scheduling_policy that keeps one step in flight at a time:
+//
+//   kick():  policy.propose() ──step_request──▶ KV manager ──step_plan──▶ on_plan()
+//   on_plan: policy.on_plan() ──step_plan──▶ executor ──step_result──▶ on_result()
+//   on_result: policy.apply() ──token_event──▶ request actors; kick() again while there is work
+//
+// Everything the KV manager must know (new prompts, sampled tokens, releases) is sent as kv_updates ahead
+// of the next step_request; CAF keeps messages between two actors in order, so the planner always sees
+// them first. Messages from outside: sequence_submit (answered with a submit_status), cancel_atom, stats_atom.
+#include <caf/all.hpp>
+
+#include <chrono>
+#include <unordered_map>
+
+#include "engine_actors.hpp"
+
+namespace inflight::engine {
+
+namespace {
+
+using clock = std::chrono::steady_clock;
+
+struct scheduler_state {
+  std::unique_ptr<scheduling_policy> policy;
+  caf::actor kv_manager, executor;
+  std::unordered_map<sequence_id, caf::actor> requesters;  // who gets each sequence's token events
+  bool step_in_flight = false;  // a step_request at the KV manager or a plan at the executor
+  step_plan plan;               // the plan at the executor
+  kv_updates updates;           // reused
+  std::vector<sequence_event> events;
+  std::unordered_map<sequence_id, size_t> sample_row;  // this step: sequence -> index into result.samples
+  // Busy-loop timing (engine_stats): a busy span starts when a step is requested with none in flight and
+  // ends when a step completes and no new one follows.
+  bool busy = false;
+  clock::time_point busy_since;
+  double loop_seconds = 0, forward_seconds = 0, sampling_seconds = 0;
+  int64_t executed_steps = 0;
+  static inline const char* name = "inflight.scheduler";
+};
+
+using scheduler_actor = caf::stateful_actor<scheduler_state>;
+
+void flush_updates(scheduler_actor* self) {
+  scheduler_state& st = self->state;
+  if (st.policy->updates().empty()) return;
+  // Released sequences are done with their samplers too (the executor handles its messages in order, so a
+  // plan already sent to it still finds them).
+  for (const sequence_id id : st.policy->updates().released) self->send(st.executor, release_atom::value, id);
+  st.policy->take_updates(st.updates);
+  self->send(st.kv_manager, st.updates);
+}
+
+// Sends each event to its request actor; a final event forgets the requester.
+void deliver(scheduler_actor* self, const step_result* result, const std::string& error) {
+  scheduler_state& st = self->state;
+  for (const sequence_event& event : st.events) {
+    const auto found = st.requesters.find(event.id);
+    if (found == st.requesters.end()) continue;
+    token_event message;
+    message.event = event;
+    if (result && !result->samples.empty() && event.token >= 0) {
+      if (const auto row = st.sample_row.find(event.id); row != st.sample_row.end()) {
+        message.has_sample = true;
+        message.sample = result->samples[row->second];
+      }
+    }
+    if (event.finished == finish_reason::error) message.error = error;
+    self->send(found->second, std::move(message));
+    if (event.finished != finish_reason::none) st.requesters.erase(found);
+  }
+  st.events.clear();
+}
+
+void end_busy_span(scheduler_state& st) {
+  if (!st.busy) return;
+  st.loop_seconds += std::chrono::duration<double>(clock::now() - st.busy_since).count();
+  st.busy = false;
+}
+
+void on_result(scheduler_actor* self, const step_result& result);
+
+void on_plan(scheduler_actor* self, step_plan& plan) {
+  scheduler_state& st = self->state;
+  st.policy->on_plan(plan);
+  flush_updates(self);  // aborted sequences are released
+  if (st.policy->has_events()) {
+    st.policy->take_events(st.events);
+    deliver(self, nullptr, {});
+  }
+  if (plan.empty()) {
+    // Nothing could run (only possible when the head of the queue does not fit while nothing runs). Do not
+    // spin: the next submit, cancel or finish kicks again.
+    st.step_in_flight = false;
+    end_busy_span(st);
+    return;
+  }
+  st.plan = std::move(plan);
+  self->request(st.executor, caf::infinite, st.plan).then([self](const step_result& result) { on_result(self, result); });
+}
+
+void kick(scheduler_actor* self) {
+  scheduler_state& st = self->state;
+  flush_updates(self);
+  if (st.step_in_flight) return;
+  if (st.policy->has_events()) {  // cancellations while no step was in flight
+    st.policy->take_events(st.events);
+    deliver(self, nullptr, {});
+  }
+  if (st.policy->idle()) {
+    end_busy_span(st);
+    return;
+  }
+  if (!st.busy) {
+    st.busy = true;
+    st.busy_since = clock::now();
+  }
+  st.step_in_flight = true;
+  self->request(st.kv_manager, caf::infinite, st.policy->propose()).then([self](step_plan& plan) { on_plan(self, plan); });
+}
+
+void on_result(scheduler_actor* self, const step_result& result) {
+  scheduler_state& st = self->state;
+  st.step_in_flight = false;
+  st.forward_seconds += result.forward_seconds;
+  st.sampling_seconds += result.sampling_seconds;
+  ++st.executed_steps;
+  if (!result.error.empty()) {
+    // The step failed: so do its sequences (the others keep going). The sampled tokens never came, so the
+    // KV manager is not told of any; their blocks are released with the sequences.
+    for (const scheduled_chunk& chunk : st.plan.chunks) st.policy->end(chunk.id, finish_reason::error);
+    st.policy->take_events(st.events);
+    deliver(self, nullptr, result.error);
+  } else {
+    st.sample_row.clear();
+    if (!result.samples.empty()) {
+      size_t row = 0;
+      for (const scheduled_chunk& chunk : st.plan.chunks)
+        if (chunk.compute_logits) st.sample_row[chunk.id] = row++;
+    }
+    st.policy->apply(st.plan, result.sampled, st.events);
+    deliver(self, &result, {});
+  }
+  kick(self);
+}
+
+caf::behavior scheduler(scheduler_actor* self, scheduler_config config, int32_t kv_block_size, int32_t kv_num_blocks,
+                        caf::actor kv_manager, caf::actor executor) {
+  scheduler_state& st = self->state;
+  st.policy = std::make_unique<scheduling_policy>(config, kv_block_size, kv_num_blocks);
+  st.kv_manager = std::move(kv_manager);
+  st.executor = std::move(executor);
+  return {
+      [self](sequence_submit& submit) -> int32_t {
+        scheduler_state& st = self->state;
+        sampler_setup setup{submit.spec.id, submit.sampling, submit.spec.prompt};
+        const sequence_id id = submit.spec.id;
+        const submit_status status = st.policy->submit(std::move(submit.spec));
+        if (status == submit_status::accepted) {
+          st.requesters[id] = caf::actor_cast<caf::actor>(self->current_sender());
+          self->send(st.executor, std::move(setup));
+          kick(self);
+        }
+        return int32_t(status);
+      },
+      [self](cancel_atom, sequence_id id) {
+        if (self->state.policy->cancel(id)) kick(self);
+      },
+      [self](stats_atom) -> scheduler_report {
+        scheduler_state& st = self->state;
+        scheduler_report report;
+        report.counters = st.policy->stats();
+        report.loop_seconds = st.loop_seconds;
+        if (st.busy) report.loop_seconds += std::chrono::duration<double>(clock::now() - st.busy_since).count();
+        report.forward_seconds = st.forward_seconds;
+        report.sampling_seconds = st.sampling_seconds;
+        report.executed_steps = st.executed_steps;
+        return report;
+      },
+  };
+}
+
+}  // namespace
+
+caf::actor spawn_scheduler(caf::actor_system& system, const scheduler_config& config, int32_t kv_block_size,
+                           int32_t kv_num_blocks, caf::actor kv_manager, caf::actor executor) {
+  return system.spawn(scheduler, config, kv_block_size, kv_num_blocks, std::move(kv_manager), std::move(executor));
+}
+
+}  // namespace inflight::engine

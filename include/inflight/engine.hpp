@@ -1,0 +1,127 @@
+// The continuous-batching engine, as its users (the CLI, the server, the tests, the benchmarks) see it:
+// submit a request with a sink, receive text deltas and one final event. Behind it is the actor system of
+// ARCHITECTURE.md (CAF): one request actor per request, a scheduler actor, a KV-manager actor and an
+// executor actor on its own thread. This header includes no CAF, so its users compile fast.
+//
+//   auto eng = inference_engine::create(std::move(model), tok, chat, options);
+//   const request_id id = eng->submit(params, std::make_shared<my_sink>());
+//   eng->cancel(id);  // at any moment; the sink still gets its final event (finish_reason cancelled)
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "inflight/backend.hpp"
+#include "inflight/chat_template.hpp"
+#include "inflight/engine_protocol.hpp"
+#include "inflight/sampling.hpp"
+
+namespace inflight {
+
+class tokenizer;
+
+using request_id = uint64_t;
+
+struct generation_params {
+  // The prompt: `messages` rendered with the model's chat template when non-empty, else `prompt_tokens`
+  // when non-empty (benchmarks, tests), else `prompt` (raw text; special-token text is parsed).
+  std::vector<chat_message> messages;
+  std::vector<int32_t> prompt_tokens;
+  std::string prompt;
+
+  sampling_params sampling;
+  int32_t max_tokens = 256;
+  std::vector<std::string> stop;  // stop strings: the output ends before the first one, which is not emitted
+  bool ignore_eos = false;        // keep going past end-of-generation tokens (benchmarks)
+  bool skip_special_tokens = true;
+  std::optional<std::chrono::milliseconds> timeout;  // deadline, counted from submit
+  int32_t priority = 0;  // lower runs first
+};
+
+// One generated token and the text it released (empty while a UTF-8 character or a possible stop string is
+// still incomplete). The token that completes a stop string is not delivered as a delta.
+struct generation_delta {
+  int32_t token = -1;
+  std::string text;
+  bool has_sample = false;  // sampling.logprobs or top_logprobs was asked for
+  sample_result sample;
+};
+
+// Why a request ended without generating: maps to an HTTP status in the server.
+enum class request_error {
+  none,
+  invalid_request,  // bad params, empty or over-long prompt (HTTP 400)
+  queue_full,       // the waiting queue is at its bound (HTTP 429)
+  internal,         // the backend failed (HTTP 500)
+};
+const char* to_string(request_error error);
+
+struct generation_final {
+  engine::finish_reason reason = engine::finish_reason::none;  // stop, length, cancelled, deadline, error
+  request_error error = request_error::none;
+  std::string message;  // human-readable, for errors
+  int32_t prompt_tokens = 0;
+  int32_t completion_tokens = 0;
+  std::string text;  // the whole output (the concatenated deltas)
+};
+
+// Receives one request's events, in order, from one thread at a time (not always the same one): deltas,
+// then exactly one final event. Must not block.
+class generation_sink {
+ public:
+  virtual ~generation_sink() = default;
+  virtual void on_delta(const generation_delta& delta) = 0;
+  virtual void on_final(const generation_final& final_event) = 0;
+};
+
+struct engine_options {
+  int32_t max_num_seqs = 64;             // running sequences at most (the batch size)
+  int32_t max_num_batched_tokens = 512;  // tokens per step at most; 0: the backend's limit
+  int32_t max_waiting = 1024;            // waiting queue bound; beyond it submit is refused (queue_full)
+  bool static_batching = false;          // baseline mode: a batch runs until its longest member finishes
+  bool prefix_caching = true;
+  int actor_threads = 2;                 // CAF worker threads (request, scheduler, KV-manager actors)
+};
+
+struct engine_stats {
+  int32_t waiting = 0, running = 0;
+  int64_t steps = 0;                    // steps run by the executor
+  int64_t preemptions = 0;
+  int64_t prompt_tokens_computed = 0;
+  int64_t generated_tokens = 0;
+  int64_t finished = 0, cancelled = 0, aborted = 0;
+  int32_t kv_blocks_total = 0, kv_blocks_used = 0, kv_blocks_cached = 0, kv_blocks_free = 0;
+  int64_t prefix_queried_tokens = 0, prefix_hit_tokens = 0;
+  // Time from the executor's view: loop_seconds is wall time between the start of the first step and the
+  // end of the last one while the engine was busy (idle gaps excluded); forward and sampling are inside it.
+  double loop_seconds = 0, forward_seconds = 0, sampling_seconds = 0;
+  // Share of the busy loop not spent in the forward pass: scheduling, messaging, sampling, detokenizing.
+  double overhead_share() const { return loop_seconds > 0 ? 1.0 - forward_seconds / loop_seconds : 0.0; }
+};
+
+class inference_engine {
+ public:
+  // Starts the actors. `model` runs on the executor's own thread from now on; the tokenizer is shared
+  // with the request actors. Throws std::invalid_argument for unusable options.
+  static std::unique_ptr<inference_engine> create(std::unique_ptr<backend> model, std::shared_ptr<const tokenizer> tok,
+                                        chat_template chat, const engine_options& options);
+  // Cancels whatever still runs, waits for its final events, stops the actors.
+  virtual ~inference_engine() = default;
+
+  // Never blocks and never throws for bad input: a request that cannot run gets a final event with an
+  // error (queue full, prompt too long, invalid sampling params, ...).
+  virtual request_id submit(generation_params params, std::shared_ptr<generation_sink> sink) = 0;
+  // Ends the request as soon as possible (its final event says cancelled) and frees its KV blocks.
+  // Unknown or finished ids are ignored.
+  virtual void cancel(request_id id) = 0;
+  // A snapshot, gathered from the actors (blocks briefly).
+  virtual engine_stats stats() = 0;
+  // Blocks until no request is waiting or running.
+  virtual void wait_idle() = 0;
+};
+
+}  // namespace inflight

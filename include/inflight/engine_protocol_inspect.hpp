@@ -1,0 +1,102 @@
+// CAF 0.17-style `inspect` overloads for the engine protocol (engine_protocol.hpp), so that CAF can put the
+// structs in messages and, for the ones that cross nodes, on the wire (docs/caf-0.17.md §3). Included only
+// by the actor translation units: everything else sees the plain structs.
+#pragma once
+
+#include <caf/meta/load_callback.hpp>
+#include <caf/meta/type_name.hpp>
+
+#include "inflight/engine_protocol.hpp"
+
+namespace inflight {
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, token_logprob& x) {
+  return f(caf::meta::type_name("inflight::token_logprob"), x.token, x.logprob);
+}
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, sample_result& x) {
+  return f(caf::meta::type_name("inflight::sample_result"), x.token, x.logprob, x.num_top, x.top);
+}
+
+// CAF 0.17 has no std::optional support: the seed travels as (has_seed, seed) and is put back after loading.
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, sampling_params& x) {
+  bool has_seed = x.seed.has_value();
+  uint64_t seed = x.seed.value_or(0);
+  auto restore_seed = caf::meta::load_callback([&]() -> caf::error {
+    x.seed = has_seed ? std::optional<uint64_t>(seed) : std::nullopt;
+    return caf::none;
+  });
+  return f(caf::meta::type_name("inflight::sampling_params"), x.temperature, x.top_k, x.top_p, x.min_p,
+           x.repetition_penalty, x.presence_penalty, x.frequency_penalty, has_seed, seed, x.top_logprobs,
+           x.logprobs, restore_seed);
+}
+
+}  // namespace inflight
+
+namespace inflight::engine {
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, scheduled_chunk& x) {
+  return f(caf::meta::type_name("inflight::engine::scheduled_chunk"), x.id, x.start_position, x.token_offset,
+           x.num_tokens, x.block_offset, x.num_blocks, x.compute_logits);
+}
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, step_plan& x) {
+  return f(caf::meta::type_name("inflight::engine::step_plan"), x.step, x.chunks, x.token_ids, x.block_ids,
+           x.admitted, x.preempted, x.aborted);
+}
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, kv_new_sequence& x) {
+  return f(caf::meta::type_name("inflight::engine::kv_new_sequence"), x.id, x.tokens, x.max_tokens);
+}
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, kv_updates& x) {
+  return f(caf::meta::type_name("inflight::engine::kv_updates"), x.sampled_step, x.sampled, x.released, x.added);
+}
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, step_request& x) {
+  return f(caf::meta::type_name("inflight::engine::step_request"), x.token_budget, x.max_running, x.may_admit,
+           x.running, x.waiting);
+}
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, sequence_spec& x) {
+  return f(caf::meta::type_name("inflight::engine::sequence_spec"), x.id, x.prompt, x.max_tokens, x.stop_token_ids,
+           x.priority);
+}
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, sequence_event& x) {
+  return f(caf::meta::type_name("inflight::engine::sequence_event"), x.id, x.token, x.finished, x.prompt_tokens,
+           x.generated_tokens);
+}
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, token_event& x) {
+  return f(caf::meta::type_name("inflight::engine::token_event"), x.event, x.has_sample, x.sample, x.error);
+}
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, sequence_submit& x) {
+  return f(caf::meta::type_name("inflight::engine::sequence_submit"), x.spec, x.sampling);
+}
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, sampler_setup& x) {
+  return f(caf::meta::type_name("inflight::engine::sampler_setup"), x.id, x.sampling, x.prompt);
+}
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, step_result& x) {
+  return f(caf::meta::type_name("inflight::engine::step_result"), x.step, x.sampled, x.samples, x.forward_seconds,
+           x.sampling_seconds, x.error);
+}
+
+}  // namespace inflight::engine

@@ -1,0 +1,406 @@
+// The engine end to end on the real model: request, scheduler, KV-manager and executor actors on CAF.
+//
+// The reference for every generated token is the same request run *alone* through batch_generator, the
+// synchronous driver whose greedy tokens test_forward checks against llama.cpp and test_batch_invariance
+// shows independent of batch composition. So "identical to alone" here means: the actors, the scheduler's
+// batching, preemption and the prefix cache change nothing in what a request generates.
+#include <doctest/doctest.h>
+
+#include <atomic>
+#include <chrono>
+#include <memory>
+#include <mutex>
+#include <random>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "inflight/batch_generator.hpp"
+#include "inflight/cpu_backend.hpp"
+#include "inflight/engine.hpp"
+#include "inflight/gguf.hpp"
+#include "inflight/tokenizer.hpp"
+
+using namespace inflight;
+// batch_generator.hpp has a finish_reason of its own (stop, length).
+using end_reason = inflight::engine::finish_reason;
+
+namespace {
+
+struct model_files {
+  std::shared_ptr<const gguf::gguf_file> file = gguf::gguf_file::open(INFLIGHT_DEFAULT_MODEL);
+  std::shared_ptr<const tokenizer> tok = tokenizer::from_gguf(*file);
+};
+
+const model_files& model() {
+  static const model_files files;
+  return files;
+}
+
+struct backend_shape {
+  int32_t max_step_sequences = 64;
+  int32_t num_blocks = 0;  // 0: 256 MiB worth
+  int32_t block_size = 16;
+};
+
+std::unique_ptr<cpu_backend> make_backend(const backend_shape& shape = {}) {
+  cpu_backend_options options;
+  options.max_step_tokens = 512;
+  options.max_step_sequences = shape.max_step_sequences;
+  options.block_size = shape.block_size;
+  options.num_blocks = shape.num_blocks;
+  return std::make_unique<cpu_backend>(model().file, options);
+}
+
+std::unique_ptr<inference_engine> make_engine(const engine_options& options = {}, const backend_shape& shape = {}) {
+  return inference_engine::create(make_backend(shape), model().tok, chat_template::from_gguf(*model().file), options);
+}
+
+// Everything one request produced. The engine calls it from its threads; the test reads it after
+// wait_idle(), which happens after the final event.
+class collecting_sink final : public generation_sink {
+ public:
+  void on_delta(const generation_delta& delta) override {
+    if (delta.token >= 0) {
+      tokens.push_back(delta.token);
+      if (delta.has_sample) samples.push_back(delta.sample);
+      if (on_token) on_token(int32_t(tokens.size()));
+    }
+    text += delta.text;
+  }
+  void on_final(const generation_final& final_event) override {
+    CHECK_FALSE(finals.load());  // exactly once
+    result = final_event;
+    finals.store(true);
+  }
+
+  std::vector<int32_t> tokens;
+  std::vector<sample_result> samples;
+  std::string text;
+  generation_final result;
+  std::atomic<bool> finals{false};
+  std::function<void(int32_t)> on_token;  // after each token delta (e.g. to cancel mid-decode)
+};
+
+generation_params greedy(std::vector<int32_t> prompt, int32_t max_tokens, bool ignore_eos = true) {
+  generation_params params;
+  params.prompt_tokens = std::move(prompt);
+  params.sampling.temperature = 0;
+  params.max_tokens = max_tokens;
+  params.ignore_eos = ignore_eos;
+  return params;
+}
+
+std::vector<int32_t> random_prompt(std::mt19937& rng, int32_t length) {
+  std::uniform_int_distribution<int32_t> token(1000, 20000);
+  std::vector<int32_t> prompt(static_cast<size_t>(length));
+  for (int32_t& id : prompt) id = token(rng);
+  return prompt;
+}
+
+// The request's greedy tokens when it runs alone, through the synchronous driver.
+std::vector<int32_t> run_alone(const generation_params& params) {
+  auto backend = make_backend({.max_step_sequences = 1});
+  batch_generator generator(*backend, model().tok->end_of_generation_ids());
+  generation_request request;
+  request.prompt = params.prompt_tokens.empty() ? model().tok->encode(params.prompt, true) : params.prompt_tokens;
+  request.sampling = params.sampling;
+  request.max_tokens = params.max_tokens;
+  request.ignore_eos = params.ignore_eos;
+  return generator.run({&request, 1})[0].tokens;
+}
+
+// Submits every request at once, waits for all, returns their sinks.
+std::vector<std::shared_ptr<collecting_sink>> run_all(inference_engine& eng, const std::vector<generation_params>& requests) {
+  std::vector<std::shared_ptr<collecting_sink>> sinks;
+  for (const auto& params : requests) {
+    sinks.push_back(std::make_shared<collecting_sink>());
+    eng.submit(params, sinks.back());
+  }
+  eng.wait_idle();
+  for (const auto& sink : sinks) REQUIRE(sink->finals.load());
+  return sinks;
+}
+
+// No request left behind and every KV block back in the pool (free, or cached for a later prefix hit).
+void check_drained(inference_engine& eng) {
+  const engine_stats stats = eng.stats();
+  CHECK(stats.running == 0);
+  CHECK(stats.waiting == 0);
+  CHECK(stats.kv_blocks_used == 0);
+  CHECK(stats.kv_blocks_free + stats.kv_blocks_cached == stats.kv_blocks_total);
+}
+
+bool is_eog(int32_t token) { return model().tok->is_end_of_generation(token); }
+
+}  // namespace
+
+TEST_CASE("200 concurrent requests with random lengths all complete with the right counts and reasons") {
+  auto eng = make_engine();
+  std::mt19937 rng(42);
+  std::uniform_int_distribution<int32_t> prompt_len(1, 80), max_tokens(1, 48);
+  std::vector<generation_params> requests;
+  for (int i = 0; i < 200; ++i) {
+    // Half may stop at an end-of-generation token, half must run to max_tokens.
+    requests.push_back(greedy(random_prompt(rng, prompt_len(rng)), max_tokens(rng), /*ignore_eos=*/i % 2 == 0));
+  }
+  const auto sinks = run_all(*eng, requests);
+  int64_t generated = 0;
+  for (size_t i = 0; i < sinks.size(); ++i) {
+    const collecting_sink& sink = *sinks[i];
+    const generation_params& params = requests[i];
+    CHECK(sink.result.error == request_error::none);
+    CHECK(sink.result.prompt_tokens == int32_t(params.prompt_tokens.size()));
+    CHECK(sink.result.completion_tokens == int32_t(sink.tokens.size()));
+    generated += sink.result.completion_tokens;
+    if (sink.result.reason == end_reason::stop) {
+      CHECK_FALSE(params.ignore_eos);
+      REQUIRE_FALSE(sink.tokens.empty());
+      CHECK(is_eog(sink.tokens.back()));
+      CHECK(int32_t(sink.tokens.size()) <= params.max_tokens);
+    } else {
+      CHECK(sink.result.reason == end_reason::length);
+      CHECK(int32_t(sink.tokens.size()) == params.max_tokens);
+      if (!params.ignore_eos)
+        for (const int32_t token : sink.tokens) CHECK_FALSE(is_eog(token));
+    }
+  }
+  const engine_stats stats = eng->stats();
+  CHECK(stats.finished == 200);
+  CHECK(stats.generated_tokens == generated);
+  check_drained(*eng);
+}
+
+TEST_CASE("greedy outputs are identical to each request run alone") {
+  const char* const prompts[] = {
+      "The capital of France is", "def fibonacci(n):", "Once upon a time, in a small village",
+      "The three primary colors are", "1, 2, 3, 4, 5,", "Water boils at", "The largest planet in the solar system",
+      "To make a cup of tea, first", "import numpy as np\n", "The quick brown fox", "In 1969, humans",
+      "My favourite book is", "The opposite of hot is", "Photosynthesis is the process", "Q: What is 2+2?\nA:",
+      "The Eiffel Tower is located in"};
+  std::vector<generation_params> requests;
+  for (const char* text : prompts) {
+    generation_params params;
+    params.prompt = text;
+    params.sampling.temperature = 0;
+    params.max_tokens = 24;
+    requests.push_back(params);
+  }
+  auto eng = make_engine();
+  const auto sinks = run_all(*eng, requests);
+  for (size_t i = 0; i < requests.size(); ++i) {
+    INFO("prompt: " << prompts[i]);
+    CHECK(sinks[i]->tokens == run_alone(requests[i]));
+    // The text is the detokenized tokens (end-of-generation tokens are special: no text).
+    CHECK(sinks[i]->result.text == sinks[i]->text);
+  }
+  check_drained(*eng);
+}
+
+TEST_CASE("preemption forced by a tiny KV pool still completes every request identically") {
+  // 12 requests of 30-45 prompt tokens + 40 generated need 5-6 blocks each; the pool has 20.
+  auto eng = make_engine({}, {.num_blocks = 20});
+  std::mt19937 rng(7);
+  std::uniform_int_distribution<int32_t> prompt_len(30, 45);
+  std::vector<generation_params> requests;
+  for (int i = 0; i < 12; ++i) requests.push_back(greedy(random_prompt(rng, prompt_len(rng)), 40));
+  const auto sinks = run_all(*eng, requests);
+  CHECK(eng->stats().preemptions > 0);
+  for (size_t i = 0; i < requests.size(); ++i) {
+    CHECK(sinks[i]->result.reason == end_reason::length);
+    CHECK(sinks[i]->tokens == run_alone(requests[i]));
+  }
+  check_drained(*eng);
+}
+
+TEST_CASE("cancellation while waiting and during prefill and decode frees every block") {
+  engine_options options;
+  options.max_num_seqs = 2;
+  options.max_num_batched_tokens = 32;  // a 1500-token prompt takes ~47 steps of chunked prefill
+  auto eng = make_engine(options);
+  std::mt19937 rng(3);
+
+  // Decode: cancels itself from its own sink after 3 tokens.
+  auto decoding = std::make_shared<collecting_sink>();
+  std::atomic<request_id> decoding_id{0};
+  decoding->on_token = [&](int32_t count) {
+    if (count == 3) eng->cancel(decoding_id.load());
+  };
+  decoding_id = eng->submit(greedy(random_prompt(rng, 20), 4000), decoding);
+  // Prefill: a long prompt, cancelled once its prefill has started (it holds blocks, no token yet).
+  auto prefilling = std::make_shared<collecting_sink>();
+  const request_id prefilling_id = eng->submit(greedy(random_prompt(rng, 1500), 10), prefilling);
+  // Waiting: both seats are taken.
+  auto waiting = std::make_shared<collecting_sink>();
+  const request_id waiting_id = eng->submit(greedy(random_prompt(rng, 10), 10), waiting);
+
+  // Bounded: a stalled engine fails the REQUIRE below instead of hanging the suite.
+  for (int i = 0; i < 60000 && (decoding_id == 0 || eng->stats().prompt_tokens_computed < 200); ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  REQUIRE(eng->stats().prompt_tokens_computed >= 200);
+  CHECK_FALSE(prefilling->finals.load());
+  eng->cancel(prefilling_id);
+  eng->cancel(waiting_id);
+  eng->wait_idle();
+
+  CHECK(decoding->result.reason == end_reason::cancelled);
+  CHECK(decoding->result.completion_tokens >= 3);
+  CHECK(decoding->result.completion_tokens < 4000);
+  CHECK(prefilling->result.reason == end_reason::cancelled);
+  CHECK(prefilling->result.completion_tokens == 0);
+  CHECK(waiting->result.reason == end_reason::cancelled);
+  CHECK(waiting->result.completion_tokens == 0);
+  CHECK(eng->stats().cancelled == 3);
+  check_drained(*eng);
+  eng->cancel(waiting_id);  // finished ids are ignored
+}
+
+TEST_CASE("a shared system prompt hits the prefix cache and its prefill is skipped") {
+  const std::string system =
+      "You are a meticulous assistant for a library. Answer in one short sentence, cite the shelf number when "
+      "you know it, and never invent a title. The library opens at nine and closes at six on weekdays.";
+  auto ask = [&](const std::string& question) {
+    generation_params params;
+    params.messages = {{"system", system}, {"user", question}};
+    params.sampling.temperature = 0;
+    params.max_tokens = 16;
+    return params;
+  };
+  auto eng = make_engine();
+  const auto first = run_all(*eng, {ask("When do you open?")});
+  const engine_stats before = eng->stats();
+  CHECK(before.prefix_hit_tokens == 0);
+  const auto second = run_all(*eng, {ask("Where are the atlases?")});
+  const engine_stats after = eng->stats();
+  const int64_t hit = after.prefix_hit_tokens - before.prefix_hit_tokens;
+  CHECK(hit >= 48);  // the system prompt spans several 16-token blocks
+  CHECK(hit % 16 == 0);
+  // The hit tokens were not computed again.
+  CHECK(after.prompt_tokens_computed - before.prompt_tokens_computed == second[0]->result.prompt_tokens - hit);
+
+  // Same answer as without any cache.
+  engine_options no_cache;
+  no_cache.prefix_caching = false;
+  auto uncached = make_engine(no_cache);
+  const auto reference = run_all(*uncached, {ask("Where are the atlases?")});
+  CHECK(uncached->stats().prefix_hit_tokens == 0);
+  CHECK(second[0]->tokens == reference[0]->tokens);
+  CHECK(second[0]->result.text == reference[0]->result.text);
+  check_drained(*eng);
+}
+
+TEST_CASE("a full waiting queue refuses new work with queue_full") {
+  engine_options options;
+  options.max_num_seqs = 2;
+  options.max_waiting = 3;
+  auto eng = make_engine(options);
+  std::mt19937 rng(11);
+  std::vector<generation_params> requests;
+  for (int i = 0; i < 12; ++i) requests.push_back(greedy(random_prompt(rng, 8), 64));
+  const auto sinks = run_all(*eng, requests);
+  int refused = 0;
+  for (const auto& sink : sinks) {
+    if (sink->result.error == request_error::queue_full) {
+      ++refused;
+      CHECK(sink->result.reason == end_reason::error);
+      CHECK(sink->result.completion_tokens == 0);
+      CHECK(sink->result.message.find("waiting queue full") != std::string::npos);
+    } else {
+      CHECK(sink->result.error == request_error::none);
+      CHECK(sink->result.completion_tokens == 64);
+    }
+  }
+  // At most 2 running + 3 waiting were ever held; everything else was refused at once.
+  CHECK(refused >= 12 - 5);
+  check_drained(*eng);
+}
+
+TEST_CASE("a stop string ends the output before it and frees the sequence") {
+  generation_params params;
+  params.prompt = "Here is a list of fruits: apples, bananas,";
+  params.sampling.temperature = 0;
+  params.max_tokens = 48;
+  params.ignore_eos = true;
+  auto eng = make_engine();
+  const std::string full = run_all(*eng, {params})[0]->result.text;
+  REQUIRE(full.size() > 24);
+  // A stop string that starts mid-output and spans whatever token boundaries fall there.
+  const std::string stop = full.substr(12, 6);
+  const size_t cut = full.find(stop);
+  params.stop = {stop, "a stop string that never occurs"};
+  const auto sinks = run_all(*eng, {params});
+  CHECK(sinks[0]->result.reason == end_reason::stop);
+  CHECK(sinks[0]->result.text == full.substr(0, cut));
+  CHECK(sinks[0]->text == full.substr(0, cut));
+  CHECK(sinks[0]->result.completion_tokens < params.max_tokens);
+  check_drained(*eng);
+}
+
+TEST_CASE("a deadline ends a long request") {
+  auto eng = make_engine();
+  std::mt19937 rng(5);
+  generation_params params = greedy(random_prompt(rng, 16), 4000);
+  params.timeout = std::chrono::milliseconds(100);
+  const auto sinks = run_all(*eng, {params});
+  CHECK(sinks[0]->result.reason == end_reason::deadline);
+  CHECK(sinks[0]->result.completion_tokens < 4000);
+  check_drained(*eng);
+}
+
+TEST_CASE("bad requests get a clear error and leave nothing behind") {
+  auto eng = make_engine();
+  std::vector<generation_params> bad(6, greedy({1, 2, 3}, 8));
+  bad[0].sampling.top_p = 2.0f;
+  bad[1].prompt_tokens = {};  // and no text either: empty prompt
+  bad[2].prompt_tokens = {5, 999999};
+  bad[3].max_tokens = 0;
+  bad[4].stop = {""};
+  bad[5].max_tokens = 100000;  // beyond the model's context
+  const auto sinks = run_all(*eng, bad);
+  const char* const expected[] = {"top_p", "empty", "out of range", "max_tokens", "stop", "exceeds"};
+  for (size_t i = 0; i < sinks.size(); ++i) {
+    INFO("request " << i << ": " << sinks[i]->result.message);
+    CHECK(sinks[i]->result.reason == end_reason::error);
+    CHECK(sinks[i]->result.error == request_error::invalid_request);
+    CHECK(sinks[i]->result.message.find(expected[i]) != std::string::npos);
+    CHECK(sinks[i]->tokens.empty());
+  }
+  check_drained(*eng);
+}
+
+TEST_CASE("static batching gives the same outputs but waits for the whole batch") {
+  std::mt19937 rng(9);
+  std::vector<generation_params> requests;
+  const int32_t lengths[] = {40, 4, 6, 8, 30, 5, 7, 9};
+  for (const int32_t length : lengths) requests.push_back(greedy(random_prompt(rng, 12), length));
+  int64_t steps[2] = {0, 0};
+  std::vector<std::vector<int32_t>> outputs[2];
+  for (int is_static = 0; is_static < 2; ++is_static) {
+    engine_options options;
+    options.max_num_seqs = 4;
+    options.static_batching = is_static == 1;
+    auto eng = make_engine(options);
+    for (const auto& sink : run_all(*eng, requests)) outputs[is_static].push_back(sink->tokens);
+    steps[is_static] = eng->stats().steps;
+    check_drained(*eng);
+  }
+  CHECK(outputs[0] == outputs[1]);
+  // Continuous: 4 seats kept busy, ~max(40, sum/4) steps. Static: batch 1 runs 40 steps, batch 2 runs 30.
+  CHECK(steps[1] >= 70);
+  CHECK(steps[0] < steps[1]);
+}
+
+TEST_CASE("logprobs travel with each token when asked") {
+  auto eng = make_engine();
+  generation_params params = greedy({504, 3458, 282, 4649, 314}, 6);
+  params.sampling.logprobs = true;
+  params.sampling.top_logprobs = 3;
+  const auto sinks = run_all(*eng, {params});
+  REQUIRE(sinks[0]->samples.size() == 6);
+  for (size_t i = 0; i < 6; ++i) {
+    CHECK(sinks[0]->samples[i].token == sinks[0]->tokens[i]);
+    CHECK(sinks[0]->samples[i].num_top == 3);
+    CHECK(sinks[0]->samples[i].top[0].token == sinks[0]->tokens[i]);  // greedy: the chosen one is the likeliest
+    CHECK(sinks[0]->samples[i].logprob <= 0.0f);
+  }
+}
