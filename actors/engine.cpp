@@ -71,6 +71,7 @@ class actor_engine final : public inference_engine {
     sched.max_waiting = options.max_waiting;
     sched.max_model_len = model->config().context_length;
     sched.static_batching = options.static_batching;
+    sched.static_batch_window = options.static_batch_window;
     if (sched.max_num_seqs < 1 || sched.max_num_batched_tokens < 1 || sched.max_waiting < 0)
       throw std::invalid_argument("engine: max_num_seqs and max_num_batched_tokens must be positive");
 

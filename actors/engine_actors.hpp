@@ -27,6 +27,7 @@ using cancel_atom = caf::atom_constant<caf::atom("ifcancel")>;      // request a
 using deadline_atom = caf::atom_constant<caf::atom("ifdeadline")>;  // request actor -> itself: time is up
 using release_atom = caf::atom_constant<caf::atom("ifrelease")>;    // scheduler -> executor: drop a sampler
 using stats_atom = caf::atom_constant<caf::atom("ifstats")>;        // anyone -> scheduler / KV manager
+using kick_atom = caf::atom_constant<caf::atom("ifkick")>;          // scheduler -> itself: look for work again
 
 // The scheduler's answer to stats_atom: its counters and the busy-loop timing (engine_stats documents them).
 struct scheduler_report {

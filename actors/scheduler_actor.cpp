@@ -24,6 +24,7 @@ struct scheduler_state {
   std::unique_ptr<scheduling_policy> policy;
   caf::actor kv_manager, executor;
   std::unordered_map<sequence_id, caf::actor> requesters;  // who gets each sequence's token events
+  bool kick_pending = false;    // a delayed kick_atom is on its way
   bool step_in_flight = false;  // a step_request at the KV manager or a plan at the executor
   step_plan plan;               // the plan at the executor
   kv_updates updates;           // reused
@@ -110,6 +111,15 @@ void kick(scheduler_actor* self) {
     end_busy_span(st);
     return;
   }
+  if (const auto delay = st.policy->batch_formation_delay(); delay > scheduling_policy::clock::duration::zero()) {
+    // Static batching with a batch still forming: look again when its window closes.
+    end_busy_span(st);
+    if (!st.kick_pending) {
+      st.kick_pending = true;
+      self->delayed_send(self, std::chrono::duration_cast<std::chrono::microseconds>(delay), kick_atom::value);
+    }
+    return;
+  }
   if (!st.busy) {
     st.busy = true;
     st.busy_since = clock::now();
@@ -161,6 +171,10 @@ caf::behavior scheduler(scheduler_actor* self, scheduler_config config, int32_t 
           kick(self);
         }
         return int32_t(status);
+      },
+      [self](kick_atom) {
+        self->state.kick_pending = false;
+        kick(self);
       },
       [self](cancel_atom, sequence_id id) {
         if (self->state.policy->cancel(id)) kick(self);

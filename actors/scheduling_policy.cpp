@@ -23,6 +23,9 @@ struct scheduling_policy::sequence_state {
   int32_t priority = 0;
   uint64_t arrival = 0;
   bool running = false;
+  bool padding = false;  // static batching: finished, but computing on until its batch ends
+  int32_t padded = 0;    // tokens computed as padding
+  std::chrono::steady_clock::time_point submitted;
   uint64_t scheduled_step = 0;  // the plan that carries its chunk; apply() ignores chunks of older plans
 };
 
@@ -70,7 +73,7 @@ scheduling_policy::sequence_state* scheduling_policy::find(sequence_id id) {
   return found == sequences_.end() ? nullptr : found->second.get();
 }
 
-submit_status scheduling_policy::submit(sequence_spec spec) {
+submit_status scheduling_policy::submit(sequence_spec spec, clock::time_point now) {
   if (sequences_.contains(spec.id)) return submit_status::duplicate_id;
   if (spec.prompt.empty()) return submit_status::empty_prompt;
   if (spec.max_tokens < 1) return submit_status::invalid_max_tokens;
@@ -87,6 +90,7 @@ submit_status scheduling_policy::submit(sequence_spec spec) {
   seq->max_tokens = spec.max_tokens;
   seq->priority = spec.priority;
   seq->arrival = next_arrival_++;
+  seq->submitted = now;
   insert_waiting(seq.get(), false);
   sequences_.emplace(spec.id, std::move(seq));
   updates_.added.push_back(kv_new_sequence{spec.id, std::move(spec.prompt), spec.max_tokens});
@@ -119,19 +123,30 @@ void scheduling_policy::finish_now(sequence_state& seq, finish_reason reason) {
     const auto pos = std::find(waiting_.begin(), waiting_.end(), &seq);
     if (pos != waiting_.end()) waiting_.erase(pos);
   }
+  if (seq.padding) --num_padding_;
   pending_events_.push_back({seq.id, -1, reason, seq.prompt_len, seq.generated});
   if (reason == finish_reason::cancelled) ++counters_.cancelled;
   if (reason == finish_reason::aborted) ++counters_.aborted;
   sequences_.erase(seq.id);  // last: destroys `seq`
+  if (num_padding_ > 0 && num_padding_ == int32_t(running_.size())) release_padding();
 }
 
-const step_request& scheduling_policy::propose() {
+scheduling_policy::clock::duration scheduling_policy::batch_formation_delay(clock::time_point now) const {
+  if (!config_.static_batching || !running_.empty() || waiting_.empty()) return clock::duration::zero();
+  if (int32_t(waiting_.size()) >= config_.max_num_seqs) return clock::duration::zero();
+  clock::time_point oldest = waiting_.front()->submitted;
+  for (const sequence_state* seq : waiting_) oldest = std::min(oldest, seq->submitted);
+  return std::max(clock::duration::zero(), oldest + config_.static_batch_window - now);
+}
+
+const step_request& scheduling_policy::propose(clock::time_point now) {
   request_.token_budget = config_.max_num_batched_tokens;
   request_.max_running = config_.max_num_seqs;
-  // Static batching admits only into an empty engine: the batch is whoever joins in that step (seats and
-  // budget permitting), and a member preempted meanwhile waits for the batch to drain. It is a baseline to
-  // measure continuous batching against, not a mode to serve.
-  request_.may_admit = !config_.static_batching || running_.empty();
+  // Static batching admits only into an empty engine, once the batch has formed: the batch is whoever
+  // joins in that step (seats and budget permitting), and a member preempted meanwhile waits for the batch
+  // to drain. It is a baseline to measure continuous batching against, not a mode to serve.
+  request_.may_admit = !config_.static_batching ||
+                       (running_.empty() && batch_formation_delay(now) == clock::duration::zero());
   request_.running.clear();
   for (const sequence_state* seq : running_) request_.running.push_back(seq->id);
   request_.waiting.clear();
@@ -148,12 +163,27 @@ void scheduling_policy::on_plan(const step_plan& plan) {
     if (!seq || !seq->running) continue;
     running_.erase(std::find(running_.begin(), running_.end(), seq));
     seq->running = false;
+    if (seq->padding) {  // finished already: nothing to resume
+      updates_.released.push_back(seq->id);
+      --num_padding_;
+      sequences_.erase(id);
+      continue;
+    }
     insert_waiting(seq, true);
     ++counters_.preemptions;
   }
   for (const sequence_id id : plan.aborted) {
-    if (sequence_state* seq = find(id)) finish_now(*seq, finish_reason::aborted);
+    sequence_state* seq = find(id);
+    if (seq && seq->padding) {
+      running_.erase(std::find(running_.begin(), running_.end(), seq));
+      updates_.released.push_back(id);
+      --num_padding_;
+      sequences_.erase(id);
+    } else if (seq) {
+      finish_now(*seq, finish_reason::aborted);
+    }
   }
+  if (num_padding_ > 0 && num_padding_ == int32_t(running_.size())) release_padding();
   for (const sequence_id id : plan.admitted) {
     sequence_state* seq = find(id);
     if (!seq || seq->running) continue;  // cancelled meanwhile: its release is already on the way
@@ -198,6 +228,16 @@ void scheduling_policy::apply(const step_plan& plan, std::span<const int32_t> sa
     sequence_state* seq = find(chunk.id);
     // Cancelled since (or cancelled and resubmitted under the same id): the chunk is stale.
     if (!seq || !seq->running || seq->scheduled_step != plan.step) continue;
+    if (seq->padding) {  // its output ended; this token only stands for the compute it costs
+      // Padding may not outgrow the context: positions past it do not exist.
+      if (seq->prompt_len + seq->generated + ++seq->padded + 1 >= config_.max_model_len) {
+        updates_.released.push_back(seq->id);
+        seq->running = false;
+        --num_padding_;
+        any_finished = true;
+      }
+      continue;
+    }
     ++seq->generated;
     ++counters_.generated_tokens;
     finish_reason reason = finish_reason::none;
@@ -206,12 +246,16 @@ void scheduling_policy::apply(const step_plan& plan, std::span<const int32_t> sa
     else if (seq->generated >= seq->max_tokens)
       reason = finish_reason::length;
     events.push_back({seq->id, token, reason, seq->prompt_len, seq->generated});
-    if (reason != finish_reason::none) {
-      updates_.released.push_back(seq->id);
-      seq->running = false;  // marks it for removal below
-      ++counters_.finished;
-      any_finished = true;
+    if (reason == finish_reason::none) continue;
+    ++counters_.finished;
+    if (config_.static_batching) {
+      seq->padding = true;  // keeps its seat until the batch ends
+      ++num_padding_;
+      continue;
     }
+    updates_.released.push_back(seq->id);
+    seq->running = false;  // marks it for removal below
+    any_finished = true;
   }
   if (any_finished) {
     // One pass keeps admission order; the states go last, after every chunk that might name them.
@@ -222,6 +266,17 @@ void scheduling_policy::apply(const step_plan& plan, std::span<const int32_t> sa
         sequences_.erase(found);
     }
   }
+  if (num_padding_ > 0 && num_padding_ == int32_t(running_.size())) release_padding();
+}
+
+void scheduling_policy::release_padding() {
+  // The batch's last real member finished: its padding goes too, and the next batch may form.
+  for (sequence_state* seq : running_) {
+    updates_.released.push_back(seq->id);
+    sequences_.erase(seq->id);
+  }
+  running_.clear();
+  num_padding_ = 0;
 }
 
 scheduler_stats scheduling_policy::stats() const {

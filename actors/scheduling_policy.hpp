@@ -15,6 +15,7 @@
 // its seat for the next step.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <memory>
 #include <span>
@@ -30,7 +31,12 @@ struct scheduler_config {
   int32_t max_num_batched_tokens = 512;  // tokens per step at most (decodes + prefill chunks)
   int32_t max_waiting = 1024;            // admission control: a submit beyond this many waiting is refused
   int32_t max_model_len = 8192;          // prompt + max_tokens at most
-  bool static_batching = false;          // baseline: admit a new batch only when no sequence runs
+  // Static batching, the baseline continuous batching is measured against (a Hugging Face pipeline): a
+  // batch forms when the engine is empty and max_num_seqs requests wait, or the oldest has waited
+  // static_batch_window; it runs until its longest member finishes. A member that finishes earlier gets
+  // its final event at once but keeps its seat and its compute (padding) until the batch ends.
+  bool static_batching = false;
+  std::chrono::milliseconds static_batch_window{50};
 };
 
 struct scheduler_stats {
@@ -51,7 +57,9 @@ class scheduling_policy {
   scheduling_policy(const scheduling_policy&) = delete;
   scheduling_policy& operator=(const scheduling_policy&) = delete;
 
-  submit_status submit(sequence_spec spec);
+  using clock = std::chrono::steady_clock;
+
+  submit_status submit(sequence_spec spec, clock::time_point now = clock::now());
 
   // Cancels a waiting or running sequence; its blocks are released through updates(). Returns false for an
   // unknown id. Its `cancelled` event comes out of the next apply() or take_events(), so events come out of
@@ -62,7 +70,11 @@ class scheduling_policy {
 
   // The next step's request (reused: valid until the next propose()). Empty `running` and `waiting` mean
   // there is nothing to plan.
-  const step_request& propose();
+  const step_request& propose(clock::time_point now = clock::now());
+
+  // Static batching only: how long until a new batch may form (zero when it may now, or when a batch is
+  // running or nothing waits). A caller with nothing else to run should look again after this long.
+  clock::duration batch_formation_delay(clock::time_point now = clock::now()) const;
 
   // Folds in the KV manager's plan for the last propose(): admissions, preemptions, aborts (their events
   // are queued for the next apply() / take_events()).
@@ -85,6 +97,8 @@ class scheduling_policy {
   // Counters of this side (steps, preemptions, prompt tokens and prefix hits are the KV manager's).
   scheduler_stats stats() const;
   bool idle() const { return waiting_.empty() && running_.empty(); }
+  // Static batching: seats held by finished members until their batch ends.
+  int32_t num_padding() const { return num_padding_; }
   int32_t num_running() const { return int32_t(running_.size()); }
   int32_t num_waiting() const { return int32_t(waiting_.size()); }
 
@@ -93,6 +107,7 @@ class scheduling_policy {
 
   void finish_now(sequence_state& seq, finish_reason reason);
   void insert_waiting(sequence_state* seq, bool at_front_of_priority);
+  void release_padding();
   sequence_state* find(sequence_id id);
 
   scheduler_config config_;
@@ -104,6 +119,7 @@ class scheduling_policy {
   step_request request_;
   kv_updates updates_;
   uint64_t next_arrival_ = 0;
+  int32_t num_padding_ = 0;
   scheduler_stats counters_;
 };
 

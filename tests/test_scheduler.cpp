@@ -76,6 +76,7 @@ struct driver {
   std::vector<int32_t> sampled;
   bool check_one_decode_per_step = false;  // valid when nothing gets preempted
   int64_t steps_with_work = 0;
+  int64_t padding_chunks = 0;
   std::vector<sequence_id> last_chunk_ids;
 
   driver(const scheduler_config& c, kv_cache_manager& k) : config(c), kv(k), sched(c, k) {}
@@ -109,6 +110,16 @@ struct driver {
     for (const scheduled_chunk& chunk : plan.chunks) {
       REQUIRE(known.contains(chunk.id));
       CHECK(in_plan.insert(chunk.id).second);
+      if (got.contains(chunk.id) && got[chunk.id].reason != finish_reason::none) {
+        // Static batching's padding: a finished member decoding on (output ignored) until its batch ends.
+        CHECK(config.static_batching);
+        CHECK(chunk.num_tokens == 1);
+        CHECK(chunk.compute_logits);
+        sampled.push_back(0);
+        ++padding_chunks;
+        total += chunk.num_tokens;
+        continue;
+      }
       const auto& tokens = known[chunk.id];
       REQUIRE(chunk.num_tokens >= 1);
       REQUIRE(chunk.start_position + chunk.num_tokens <= int32_t(tokens.size()));
@@ -437,6 +448,8 @@ TEST_CASE("static batching waits for the whole batch and takes more steps than c
     for (sequence_id id = 1; id <= 8; ++id) d.submit(id, 4 + int32_t(id), max_tokens[id - 1], false);
     d.run_until_idle();
     steps[is_static] = d.steps_with_work;
+    // Static batches pad: every step of a batch carries all 4 members until the longest finishes.
+    if (is_static) CHECK(d.padding_chunks > 0); else CHECK(d.padding_chunks == 0);
     uint64_t first_batch_done = 0;
     for (sequence_id id = 1; id <= 4; ++id) first_batch_done = std::max(first_batch_done, d.finish_step[id]);
     for (sequence_id id = 5; id <= 8; ++id) {

@@ -2,7 +2,7 @@
 // vLLM (SOSP '23), plus latency under Poisson arrivals and the engine's own overhead.
 //
 //   bench_batching seed     [--requests 64] [--prompt-len 32] [--mean-tokens 128] [--max-batch 64]
-//                           [--max-tokens-list 32,64,...,1536] [--seed 7] [--no-gate] [--json PATH]
+//                           [--max-tokens-list 32,64,...,1536] [--seed 7] [--json PATH]
 //   bench_batching latency  [--rates 1,2,4,8] [--duration-requests 64] [--prompt-len 32] [--mean-tokens 64]
 //                           [--max-tokens 256] [--max-batch 64] [--seed 7] [--json PATH]
 //   bench_batching overhead [--batch 64] [--tokens 128] [--prompt-len 32] [--json PATH]
@@ -19,8 +19,6 @@
 // baseline could admit only 512 / prompt-len sequences into its one admission step, and would be measured
 // at a smaller batch than continuous batching.
 //
-// seed --no-gate drops the gate request of run_all_at_once, so the static baseline's first batch is only
-// the requests that reached the scheduler before its first step (see there).
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -179,6 +177,7 @@ std::unique_ptr<inference_engine> make_engine(loaded_model& model, const bench_s
   options.max_num_seqs = setup.max_batch;
   options.max_num_batched_tokens = 0;  // the backend's limit, set above
   options.static_batching = static_batching;
+  options.static_batch_window = std::chrono::milliseconds(10);
   return inference_engine::create(std::move(backend), model.tok, model.chat, options);
 }
 
@@ -224,54 +223,21 @@ struct batch_run {
   double tokens_per_second() const { return wall_seconds > 0 ? double(generated_tokens) / wall_seconds : 0.0; }
 };
 
-// Holds the engine busy, so that requests submitted meanwhile queue up. It never finishes on its own: the
-// bench cancels it.
-class gate_sink final : public generation_sink {
- public:
-  void on_delta(const generation_delta& delta) override {
-    if (delta.token >= 0) running_.store(true);
-  }
-  void on_final(const generation_final&) override {}
-  bool running() const { return running_.load(); }
-
- private:
-  std::atomic<bool> running_{false};
-};
-
-constexpr int32_t gate_tokens = 4096;  // far more steps than submitting and polling take
-
-// Submits every request at once and waits for all of them.
-//
-// Static batching admits a batch whenever the engine is idle, and the first submit finds it idle: that
-// step starts at once with whatever reached the scheduler by then (often one request), and the rest wait
-// for that request to finish. The paper's setting has all N queued at time 0, so with `use_gate` a gate
-// request occupies the engine until the scheduler reports all N waiting, then is cancelled; the clock
-// starts at the cancel (the gate's step in flight then, one decode of one sequence, is inside it).
-batch_run run_all_at_once(loaded_model& model, const bench_setup& setup, bool static_batching, bool use_gate,
+// Submits every request at once and waits for all of them. The static baseline's first batch forms once
+// max_batch requests wait (or its formation window, 10 ms here, closes), so it sees the paper's setting:
+// all N queued at time 0.
+batch_run run_all_at_once(loaded_model& model, const bench_setup& setup, bool static_batching,
                           const std::vector<std::vector<int32_t>>& prompts, const std::vector<int32_t>& lengths) {
   const int32_t prompt_len = int32_t(prompts[0].size());
   auto engine = make_engine(model, setup, prompt_len, static_batching);
   warm_up(*engine, prompt_len);
-  std::optional<request_id> gate;
-  if (use_gate) {
-    auto sink = std::make_shared<gate_sink>();
-    std::mt19937_64 rng(54321);
-    gate = engine->submit(make_request(draw_prompts(rng, 1, prompt_len)[0], gate_tokens), sink);
-    while (!sink->running()) std::this_thread::sleep_for(std::chrono::microseconds(200));
-  }
-  engine_stats before = engine->stats();
+  const engine_stats before = engine->stats();
   std::vector<std::shared_ptr<timing_sink>> sinks;
-  auto start = clock::now();
+  const auto start = clock::now();
   for (size_t i = 0; i < prompts.size(); ++i) {
     sinks.push_back(std::make_shared<timing_sink>(lengths[i]));
     sinks.back()->mark_submitted();
     engine->submit(make_request(prompts[i], lengths[i]), sinks.back());
-  }
-  if (gate) {
-    while (engine->stats().waiting < int32_t(prompts.size())) std::this_thread::sleep_for(std::chrono::microseconds(200));
-    before = engine->stats();  // the gate's steps so far are not the workload's
-    start = clock::now();
-    engine->cancel(*gate);
   }
   engine->wait_idle();
   batch_run run;
@@ -386,7 +352,6 @@ int run_seed(int argc, char** argv) {
   int32_t requests = 64, prompt_len = 32;
   double mean_tokens = 128;
   uint64_t seed = 7;
-  bool use_gate = true;
   std::vector<int64_t> max_tokens_list = {32, 64, 128, 256, 512, 1024, 1536};
   cli::option_reader reader(argc, argv);
   while (!reader.done()) {
@@ -397,7 +362,6 @@ int run_seed(int argc, char** argv) {
     else if (name == "mean-tokens") mean_tokens = reader.float_value();
     else if (name == "seed") seed = uint64_t(reader.int_value(0, INT64_MAX));
     else if (name == "max-tokens-list") max_tokens_list = parse_list(name, reader.string_value(), 1, 1 << 20);
-    else if (name == "no-gate") { reader.flag(); use_gate = false; }
     else throw usage_error("unknown option --" + name);
   }
   if (!(mean_tokens > 0)) throw usage_error("--mean-tokens must be positive");
@@ -417,8 +381,8 @@ int run_seed(int argc, char** argv) {
   for (size_t p = 0; p < max_tokens_list.size(); ++p) {
     const int32_t max_tokens = int32_t(max_tokens_list[p]);
     const auto lengths = capped(uncapped, max_tokens);
-    const batch_run fixed = run_all_at_once(model, setup, true, use_gate, prompts, lengths);
-    const batch_run continuous = run_all_at_once(model, setup, false, false, prompts, lengths);
+    const batch_run fixed = run_all_at_once(model, setup, true, prompts, lengths);
+    const batch_run continuous = run_all_at_once(model, setup, false, prompts, lengths);
     const double ratio = fixed.tokens_per_second() > 0 ? continuous.tokens_per_second() / fixed.tokens_per_second() : 0;
     const int64_t ideal = ideal_static_steps(lengths, setup.max_batch);
     std::printf("| %10d | %9lld | %12.1f | %16.1f | %5.2f | %11lld (%6lld) | %16lld | %8.3f | %5lld / %-5lld |\n",
@@ -447,7 +411,7 @@ int run_seed(int argc, char** argv) {
   std::ostringstream json;
   json << "{\"experiment\": \"seed\", " << json_machine(model, setup) << ", \"requests\": " << requests
        << ", \"prompt_len\": " << prompt_len << ", \"mean_tokens\": " << mean_tokens << ", \"seed\": " << seed
-       << ", \"static_gate\": " << (use_gate ? "true" : "false") << ",\n  \"points\": [\n    " << points.str() << "\n  ]}\n";
+       << ",\n  \"points\": [\n    " << points.str() << "\n  ]}\n";
   write_file(json_path, json.str());
   return 0;
 }
@@ -551,7 +515,7 @@ int run_overhead(int argc, char** argv) {
   loaded_model model = load_model(setup);
   std::mt19937_64 rng(7);
   const auto prompts = draw_prompts(rng, batch, prompt_len);
-  const batch_run run = run_all_at_once(model, setup, false, false, prompts, std::vector<int32_t>(size_t(batch), tokens));
+  const batch_run run = run_all_at_once(model, setup, false, prompts, std::vector<int32_t>(size_t(batch), tokens));
   const engine_stats& stats = run.stats;
   const double outside_both = share_outside_forward_and_sampling(stats);
 

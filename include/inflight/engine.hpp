@@ -82,7 +82,11 @@ struct engine_options {
   int32_t max_num_seqs = 64;             // running sequences at most (the batch size)
   int32_t max_num_batched_tokens = 512;  // tokens per step at most; 0: the backend's limit
   int32_t max_waiting = 1024;            // waiting queue bound; beyond it submit is refused (queue_full)
-  bool static_batching = false;          // baseline mode: a batch runs until its longest member finishes
+  // Baseline mode (never the default): a batch forms when the engine is empty and max_num_seqs requests
+  // wait or the oldest has waited static_batch_window, then runs until its longest member finishes;
+  // members that finish earlier keep computing as padding, as a Hugging Face pipeline's batch does.
+  bool static_batching = false;
+  std::chrono::milliseconds static_batch_window{50};
   bool prefix_caching = true;
   int actor_threads = 2;                 // CAF worker threads (request, scheduler, KV-manager actors)
 };
