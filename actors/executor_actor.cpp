@@ -21,6 +21,7 @@ namespace {
 struct sequence_sampling {
   sampler_setup setup;
   std::unique_ptr<sampler> sampler_;  // built lazily: a waiting sequence costs no vocabulary-sized scratch
+  int32_t last_sampled = 0;           // what a placeholder in the next plan stands for
 };
 
 struct executor_state {
@@ -35,11 +36,26 @@ double seconds_since(std::chrono::steady_clock::time_point start) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
 }
 
-step_result run_step(executor_state& st, const step_plan& plan) {
+// A plan made while the step before ran carries placeholders for the tokens that step sampled: this
+// executor sampled them, so it fills them in. (A sequence it has no sampler for was cancelled meanwhile;
+// its output is discarded, any valid id will do.)
+void fill_placeholders(executor_state& st, step_plan& plan) {
+  for (const scheduled_chunk& chunk : plan.chunks) {
+    for (int32_t i = 0; i < chunk.num_tokens; ++i) {
+      int32_t& token = plan.token_ids[size_t(chunk.token_offset + i)];
+      if (token != placeholder_token) continue;
+      const auto found = st.sequences.find(chunk.id);
+      token = found != st.sequences.end() ? found->second.last_sampled : 0;
+    }
+  }
+}
+
+step_result run_step(executor_state& st, step_plan& plan) {
   step_result result;
   result.step = plan.step;
   const int32_t vocab = st.model->config().vocab_size;
   try {
+    fill_placeholders(st, plan);
     to_backend_chunks(plan, st.chunks);
     const auto forward_start = std::chrono::steady_clock::now();
     st.model->forward(st.chunks, st.logits);
@@ -66,6 +82,7 @@ step_result run_step(executor_state& st, const step_plan& plan) {
         seq.setup.prompt = {};
       }
       const sample_result sample = seq.sampler_->sample(st.logits.data() + row++ * size_t(vocab));
+      seq.last_sampled = sample.token;
       result.sampled.push_back(sample.token);
       if (seq.setup.sampling.logprobs || seq.setup.sampling.top_logprobs > 0) any_samples = true;
       result.samples.push_back(sample);
@@ -92,7 +109,7 @@ caf::behavior executor(caf::stateful_actor<executor_state>* self, std::shared_pt
         self->state.sequences[id] = sequence_sampling{std::move(setup), nullptr};
       },
       [self](release_atom, sequence_id id) { self->state.sequences.erase(id); },
-      [self](const step_plan& plan) -> step_result { return run_step(self->state, plan); },
+      [self](step_plan& plan) -> step_result { return run_step(self->state, plan); },
   };
 }
 

@@ -1,6 +1,12 @@
-// num_computed counts a sequence's tokens whose K/V are in its blocks; tokens.size() - num_computed are
-// pending (the whole prompt at first, then 1 per step: the last sampled token). num_computed advances when
-// the plan's sampled tokens come back (update), so exactly one plan may be in flight.
+// A sequence's positions, as the planner sees them:
+//
+//   tokens       [ prompt ............ | generated ...... | -1 ]   -1: placeholder for a token being sampled
+//   confirmed    ───────────────────────────────▶|                 K/V computed by steps that came back
+//   num_computed ───────────────────────────────────────▶|         K/V computed or being computed
+//
+// A plan advances num_computed at once (optimistically) and appends a placeholder for each token it will
+// sample, so the next step can be planned while this one runs; the sampled tokens replace the placeholders
+// when they come back (update), and only then do full blocks enter the prefix cache.
 #include "kv_step_planner.hpp"
 
 #include <algorithm>
@@ -14,6 +20,7 @@ struct kv_step_planner::sequence_state {
   std::vector<int32_t> tokens;  // prompt, then generated ids; reserved in full when added
   int32_t prompt_len = 0;
   int32_t num_computed = 0;
+  int32_t confirmed = 0;
   bool running = false;
   uint64_t scheduled_step = 0;  // the plan carrying its chunk; sampled tokens of other plans are stale
 };
@@ -30,22 +37,24 @@ void kv_step_planner::release(sequence_id id) {
 
 void kv_step_planner::update(const kv_updates& updates) {
   if (updates.sampled_step != 0) {
-    if (updates.sampled_step != plan_.step)
+    const step_plan& done = plans_[updates.sampled_step % 2];
+    if (done.step != updates.sampled_step)
       throw std::invalid_argument("kv_step_planner: sampled tokens for step " + std::to_string(updates.sampled_step) +
-                                  ", the last plan is step " + std::to_string(plan_.step));
+                                  ", which is not one of the last two plans");
     size_t next = 0;
-    for (const scheduled_chunk& chunk : plan_.chunks) {
+    for (const scheduled_chunk& chunk : done.chunks) {
       if (chunk.compute_logits && next >= updates.sampled.size())
-        throw std::invalid_argument("kv_step_planner: too few sampled tokens for the last plan");
-      const int32_t token = chunk.compute_logits ? updates.sampled[next++] : -1;
+        throw std::invalid_argument("kv_step_planner: too few sampled tokens for step " + std::to_string(done.step));
+      const int32_t token = chunk.compute_logits ? updates.sampled[next++] : placeholder_token;
       const auto found = sequences_.find(chunk.id);
-      if (found == sequences_.end() || found->second->scheduled_step != plan_.step || !found->second->running)
-        continue;  // released or preempted since
+      // Released since, or a new sequence under a reused id (its steps all come later): stale.
+      if (found == sequences_.end() || found->second->scheduled_step < done.step) continue;
       sequence_state& seq = *found->second;
-      seq.num_computed = chunk.start_position + chunk.num_tokens;
-      if (chunk.compute_logits) seq.tokens.push_back(token);
-      // The new token's K/V is not computed yet, so only blocks full of computed tokens are registered.
-      kv_.cache_full_blocks(seq.id, seq.tokens, seq.num_computed);
+      const int32_t end = chunk.start_position + chunk.num_tokens;
+      if (chunk.compute_logits) seq.tokens[size_t(end)] = token;  // the placeholder add_chunk appended
+      seq.confirmed = std::max(seq.confirmed, end);
+      // Only blocks full of computed tokens are registered; the new token's K/V is not computed yet.
+      kv_.cache_full_blocks(seq.id, seq.tokens, seq.confirmed);
     }
   }
   for (const sequence_id id : updates.released) release(id);
@@ -73,11 +82,13 @@ kv_step_planner::sequence_state& kv_step_planner::known(sequence_id id, bool mus
 
 void kv_step_planner::preempt(sequence_state& seq) {
   // Recompute, not swap (vLLM V1's only mode): drop the KV, recompute prompt + generated on resume. Full
-  // blocks already registered stay in the prefix cache, so the resume often hits them.
+  // blocks already registered stay in the prefix cache, so the resume often hits them. Never with a step
+  // in flight (plan_speculative does not preempt), so every token is known.
   kv_.free(seq.id);
   seq.num_computed = 0;
+  seq.confirmed = 0;
   seq.running = false;
-  plan_.preempted.push_back(seq.id);
+  plan_->preempted.push_back(seq.id);
   ++counters_.preemptions;
 }
 
@@ -85,34 +96,39 @@ void kv_step_planner::add_chunk(sequence_state& seq, int32_t num_tokens) {
   scheduled_chunk chunk;
   chunk.id = seq.id;
   chunk.start_position = seq.num_computed;
-  chunk.token_offset = int32_t(plan_.token_ids.size());
+  chunk.token_offset = int32_t(plan_->token_ids.size());
   chunk.num_tokens = num_tokens;
   const auto new_tokens = std::span<const int32_t>(seq.tokens).subspan(size_t(seq.num_computed), size_t(num_tokens));
-  plan_.token_ids.insert(plan_.token_ids.end(), new_tokens.begin(), new_tokens.end());
+  plan_->token_ids.insert(plan_->token_ids.end(), new_tokens.begin(), new_tokens.end());
   const auto table = kv_.block_table(seq.id);
-  chunk.block_offset = int32_t(plan_.block_ids.size());
+  chunk.block_offset = int32_t(plan_->block_ids.size());
   chunk.num_blocks = int32_t(table.size());
-  plan_.block_ids.insert(plan_.block_ids.end(), table.begin(), table.end());
+  plan_->block_ids.insert(plan_->block_ids.end(), table.begin(), table.end());
   chunk.compute_logits = seq.num_computed + num_tokens == int32_t(seq.tokens.size());
-  plan_.chunks.push_back(chunk);
+  plan_->chunks.push_back(chunk);
   // Prompt positions only: a decode, or the recompute of generated tokens after a preemption, is not one.
   counters_.prompt_tokens_computed +=
       std::max(0, std::min(seq.num_computed + num_tokens, seq.prompt_len) - seq.num_computed);
-  seq.scheduled_step = plan_.step;
+  seq.scheduled_step = plan_->step;
+  seq.num_computed += num_tokens;
+  if (chunk.compute_logits) seq.tokens.push_back(placeholder_token);  // becomes the sampled token
 }
 
 const step_plan& kv_step_planner::plan(const step_request& request) {
-  plan_.chunks.clear();
-  plan_.token_ids.clear();
-  plan_.block_ids.clear();
-  plan_.admitted.clear();
-  plan_.preempted.clear();
-  plan_.aborted.clear();
-  plan_.step = uint64_t(++counters_.steps);
+  plan_ = &plans_[uint64_t(counters_.steps + 1) % 2];
+  plan_->deferred = false;
+  plan_->chunks.clear();
+  plan_->token_ids.clear();
+  plan_->block_ids.clear();
+  plan_->admitted.clear();
+  plan_->preempted.clear();
+  plan_->aborted.clear();
+  plan_->step = uint64_t(++counters_.steps);
   int32_t budget = request.token_budget;
 
   running_.clear();
   for (const sequence_id id : request.running) running_.push_back(&known(id, true));
+  if (request.speculative) return plan_speculative(request);
 
   // 1. Running sequences, in admission order: decodes and unfinished prefills alike.
   for (size_t i = 0; i < running_.size() && budget > 0;) {
@@ -128,7 +144,7 @@ const step_plan& kv_step_planner::plan(const step_request& request) {
         // Alone and still no room: blocks held outside this planner. Waiting would stall forever.
         kv_.free(victim.id);
         victim.running = false;
-        plan_.aborted.push_back(victim.id);
+        plan_->aborted.push_back(victim.id);
         break;
       }
       preempt(victim);
@@ -141,9 +157,40 @@ const step_plan& kv_step_planner::plan(const step_request& request) {
     ++i;
   }
 
+  admit(request, budget);
+  return *plan_;
+}
+
+const step_plan& kv_step_planner::plan_speculative(const step_request& request) {
+  // The step before is still running and writing into its sequences' blocks: nobody may be preempted.
+  // Make room for every running sequence first (blocks taken now stay with their sequences either way);
+  // if the pool cannot, defer: the scheduler asks again, non-speculatively, when that step is back.
+  int32_t budget = request.token_budget;
+  size_t num_planned = 0;
+  for (; num_planned < running_.size() && budget > 0; ++num_planned) {
+    sequence_state& seq = *running_[num_planned];
+    const int32_t num_tokens = std::min(int32_t(seq.tokens.size()) - seq.num_computed, budget);
+    if (!kv_.allocate_slots(seq.id, seq.num_computed + num_tokens)) {
+      plan_->deferred = true;
+      return *plan_;
+    }
+    budget -= num_tokens;
+  }
+  budget = request.token_budget;
+  for (size_t i = 0; i < num_planned; ++i) {
+    sequence_state& seq = *running_[i];
+    const int32_t num_tokens = std::min(int32_t(seq.tokens.size()) - seq.num_computed, budget);
+    add_chunk(seq, num_tokens);
+    budget -= num_tokens;
+  }
+  admit(request, budget);
+  return *plan_;
+}
+
+void kv_step_planner::admit(const step_request& request, int32_t budget) {
   // 2. Admission candidates, in the scheduler's order. Not after a preemption: memory is short, and the
   // preempted one would just be readmitted (as vLLM).
-  const bool may_admit = request.may_admit && plan_.preempted.empty() && plan_.aborted.empty();
+  const bool may_admit = request.may_admit && plan_->preempted.empty() && plan_->aborted.empty();
   for (size_t w = 0; may_admit && w < request.waiting.size() && int32_t(running_.size()) < request.max_running &&
                      budget > 0;
        ++w) {
@@ -159,11 +206,10 @@ const step_plan& kv_step_planner::plan(const step_request& request) {
     }
     seq.running = true;
     running_.push_back(&seq);
-    plan_.admitted.push_back(seq.id);
+    plan_->admitted.push_back(seq.id);
     add_chunk(seq, num_tokens);
     budget -= num_tokens;
   }
-  return plan_;
 }
 
 }  // namespace inflight::engine

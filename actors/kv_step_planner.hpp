@@ -34,8 +34,9 @@ class kv_step_planner {
   // std::invalid_argument when the sampled tokens do not fit the last plan.
   void update(const kv_updates& updates);
 
-  // Plans the next step. The returned plan is internal and reused: valid until the next plan(). Throws
-  // std::invalid_argument for an id it does not know or one in the wrong queue (a protocol error).
+  // Plans the next step. The returned plan is internal and reused: valid until the plan() after next (two
+  // plans may be in flight when the scheduler pipelines). Throws std::invalid_argument for an id it does
+  // not know or one in the wrong queue (a protocol error).
   const step_plan& plan(const step_request& request);
 
   kv_planner_stats stats() const { return counters_; }
@@ -47,13 +48,16 @@ class kv_step_planner {
 
   sequence_state& known(sequence_id id, bool must_be_running);
   void add_chunk(sequence_state& seq, int32_t num_tokens);
+  const step_plan& plan_speculative(const step_request& request);
+  void admit(const step_request& request, int32_t budget);
   void preempt(sequence_state& seq);
   void release(sequence_id id);
 
   kv_cache_manager& kv_;
   std::unordered_map<sequence_id, std::unique_ptr<sequence_state>> sequences_;
   std::vector<sequence_state*> running_;  // this plan's running set, in admission order
-  step_plan plan_;
+  step_plan plans_[2];                    // the last two plans, by step parity; plan_ is the newest
+  step_plan* plan_ = &plans_[0];
   kv_planner_stats counters_;
 };
 

@@ -1,8 +1,14 @@
-// The scheduler actor: a thin shell over scheduling_policy that keeps one step in flight at a time:
+// The scheduler actor: a thin shell over scheduling_policy that keeps the executor fed, pipelined:
 //
-//   kick():  policy.propose() ──step_request──▶ KV manager ──step_plan──▶ on_plan()
-//   on_plan: policy.on_plan() ──step_plan──▶ executor ──step_result──▶ on_result()
-//   on_result: policy.apply() ──token_event──▶ request actors; kick() again while there is work
+//   kick():     policy.propose() ──step_request──▶ KV manager ──step_plan──▶ on_plan()
+//   on_plan():  policy.on_plan() ──step_plan──▶ executor (queued behind the step it is running)
+//   on_result(): policy.apply() ──token_event──▶ request actors; kick() again
+//
+// While the executor runs step N, step N+1 is already planned and queued behind it (a speculative plan:
+// its decode tokens are placeholders the executor fills with what it sampled in step N), so the executor
+// never waits for the scheduler, the KV manager or the messages between them. At most two steps are in
+// flight. A speculative plan never preempts; when the pool is short it comes back deferred and the next
+// plan is made once step N is back.
 //
 // Everything the KV manager must know (new prompts, sampled tokens, releases) is sent as kv_updates ahead
 // of the next step_request; CAF keeps messages between two actors in order, so the planner always sees
@@ -10,6 +16,7 @@
 #include <caf/all.hpp>
 
 #include <chrono>
+#include <deque>
 #include <unordered_map>
 
 #include "engine_actors.hpp"
@@ -25,8 +32,8 @@ struct scheduler_state {
   caf::actor kv_manager, executor;
   std::unordered_map<sequence_id, caf::actor> requesters;  // who gets each sequence's token events
   bool kick_pending = false;    // a delayed kick_atom is on its way
-  bool step_in_flight = false;  // a step_request at the KV manager or a plan at the executor
-  step_plan plan;               // the plan at the executor
+  bool planning = false;             // a step_request is at the KV manager
+  std::deque<step_plan> at_executor;  // plans sent to the executor, oldest (running) first; at most 2
   kv_updates updates;           // reused
   std::vector<sequence_event> events;
   std::unordered_map<sequence_id, size_t> sample_row;  // this step: sequence -> index into result.samples
@@ -79,78 +86,89 @@ void end_busy_span(scheduler_state& st) {
 }
 
 void on_result(scheduler_actor* self, const step_result& result);
+void kick(scheduler_actor* self);
 
 void on_plan(scheduler_actor* self, step_plan& plan) {
   scheduler_state& st = self->state;
+  st.planning = false;
   st.policy->on_plan(plan);
   flush_updates(self);  // aborted sequences are released
   if (st.policy->has_events()) {
     st.policy->take_events(st.events);
     deliver(self, nullptr, {});
   }
+  if (plan.deferred) return;  // the step in flight comes back, then kick() plans again
   if (plan.empty()) {
     // Nothing could run (only possible when the head of the queue does not fit while nothing runs). Do not
     // spin: the next submit, cancel or finish kicks again.
-    st.step_in_flight = false;
-    end_busy_span(st);
+    if (st.at_executor.empty()) end_busy_span(st);
     return;
   }
-  st.plan = std::move(plan);
-  self->request(st.executor, caf::infinite, st.plan).then([self](const step_result& result) { on_result(self, result); });
+  st.at_executor.push_back(std::move(plan));
+  self->request(st.executor, caf::infinite, st.at_executor.back())
+      .then([self](const step_result& result) { on_result(self, result); });
+  kick(self);  // plan the next step while this one runs
 }
 
 void kick(scheduler_actor* self) {
   scheduler_state& st = self->state;
   flush_updates(self);
-  if (st.step_in_flight) return;
-  if (st.policy->has_events()) {  // cancellations while no step was in flight
+  if (st.policy->has_events() && st.at_executor.empty() && !st.planning) {  // cancellations while idle
     st.policy->take_events(st.events);
     deliver(self, nullptr, {});
   }
+  if (st.planning || st.at_executor.size() >= 2) return;
   if (st.policy->idle()) {
-    end_busy_span(st);
+    if (st.at_executor.empty()) end_busy_span(st);
     return;
   }
-  if (const auto delay = st.policy->batch_formation_delay(); delay > scheduling_policy::clock::duration::zero()) {
-    // Static batching with a batch still forming: look again when its window closes.
-    end_busy_span(st);
-    if (!st.kick_pending) {
-      st.kick_pending = true;
-      self->delayed_send(self, std::chrono::duration_cast<std::chrono::microseconds>(delay), kick_atom::value);
+  const bool speculative = !st.at_executor.empty();
+  if (!speculative) {
+    if (const auto delay = st.policy->batch_formation_delay(); delay > scheduling_policy::clock::duration::zero()) {
+      // Static batching with a batch still forming: look again when its window closes.
+      end_busy_span(st);
+      if (!st.kick_pending) {
+        st.kick_pending = true;
+        self->delayed_send(self, std::chrono::duration_cast<std::chrono::microseconds>(delay), kick_atom::value);
+      }
+      return;
     }
-    return;
   }
+  const step_request& request = st.policy->propose(scheduling_policy::clock::now(), speculative);
+  if (request.running.empty() && request.waiting.empty()) return;  // all in flight will finish: nothing to add
   if (!st.busy) {
     st.busy = true;
     st.busy_since = clock::now();
   }
-  st.step_in_flight = true;
-  self->request(st.kv_manager, caf::infinite, st.policy->propose()).then([self](step_plan& plan) { on_plan(self, plan); });
+  st.planning = true;
+  self->request(st.kv_manager, caf::infinite, request).then([self](step_plan& plan) { on_plan(self, plan); });
 }
 
 void on_result(scheduler_actor* self, const step_result& result) {
   scheduler_state& st = self->state;
-  st.step_in_flight = false;
+  const step_plan plan = std::move(st.at_executor.front());
+  st.at_executor.pop_front();
   st.forward_seconds += result.forward_seconds;
   st.sampling_seconds += result.sampling_seconds;
   ++st.executed_steps;
   if (!result.error.empty()) {
-    // The step failed: so do its sequences (the others keep going). The sampled tokens never came, so the
-    // KV manager is not told of any; their blocks are released with the sequences.
-    for (const scheduled_chunk& chunk : st.plan.chunks) st.policy->end(chunk.id, finish_reason::error);
+    // The step failed: so do its sequences (the others keep going). Their blocks are released with them;
+    // the KV manager hears of no sampled tokens for this step.
+    for (const scheduled_chunk& chunk : plan.chunks) st.policy->end(chunk.id, finish_reason::error);
     st.policy->take_events(st.events);
     deliver(self, nullptr, result.error);
   } else {
     st.sample_row.clear();
     if (!result.samples.empty()) {
       size_t row = 0;
-      for (const scheduled_chunk& chunk : st.plan.chunks)
+      for (const scheduled_chunk& chunk : plan.chunks)
         if (chunk.compute_logits) st.sample_row[chunk.id] = row++;
     }
-    st.policy->apply(st.plan, result.sampled, st.events);
+    st.policy->apply(plan, result.sampled, st.events);
     deliver(self, &result, {});
   }
   kick(self);
+  if (st.at_executor.empty() && !st.planning) end_busy_span(st);
 }
 
 caf::behavior scheduler(scheduler_actor* self, scheduler_config config, int32_t kv_block_size, int32_t kv_num_blocks,

@@ -25,6 +25,7 @@ struct scheduling_policy::sequence_state {
   bool running = false;
   bool padding = false;  // static batching: finished, but computing on until its batch ends
   int32_t padded = 0;    // tokens computed as padding
+  int32_t in_flight = 0; // tokens being sampled for it by plans not yet applied (0..2)
   std::chrono::steady_clock::time_point submitted;
   uint64_t scheduled_step = 0;  // the plan that carries its chunk; apply() ignores chunks of older plans
 };
@@ -139,7 +140,7 @@ scheduling_policy::clock::duration scheduling_policy::batch_formation_delay(cloc
   return std::max(clock::duration::zero(), oldest + config_.static_batch_window - now);
 }
 
-const step_request& scheduling_policy::propose(clock::time_point now) {
+const step_request& scheduling_policy::propose(clock::time_point now, bool speculative) {
   request_.token_budget = config_.max_num_batched_tokens;
   request_.max_running = config_.max_num_seqs;
   // Static batching admits only into an empty engine, once the batch has formed: the batch is whoever
@@ -147,8 +148,12 @@ const step_request& scheduling_policy::propose(clock::time_point now) {
   // to drain. It is a baseline to measure continuous batching against, not a mode to serve.
   request_.may_admit = !config_.static_batching ||
                        (running_.empty() && batch_formation_delay(now) == clock::duration::zero());
+  request_.speculative = speculative;
   request_.running.clear();
-  for (const sequence_state* seq : running_) request_.running.push_back(seq->id);
+  for (const sequence_state* seq : running_) {
+    if (!seq->padding && seq->generated + seq->in_flight >= seq->max_tokens) continue;  // done once it lands
+    request_.running.push_back(seq->id);
+  }
   request_.waiting.clear();
   // Candidates beyond the free seats could not be admitted this step anyway.
   const size_t seats = size_t(std::max(0, config_.max_num_seqs - int32_t(running_.size())));
@@ -192,7 +197,10 @@ void scheduling_policy::on_plan(const step_plan& plan) {
     running_.push_back(seq);
   }
   for (const scheduled_chunk& chunk : plan.chunks) {
-    if (sequence_state* seq = find(chunk.id)) seq->scheduled_step = plan.step;
+    if (sequence_state* seq = find(chunk.id)) {
+      seq->scheduled_step = plan.step;
+      if (chunk.compute_logits) ++seq->in_flight;
+    }
   }
 }
 
@@ -226,8 +234,10 @@ void scheduling_policy::apply(const step_plan& plan, std::span<const int32_t> sa
     if (!chunk.compute_logits) continue;
     const int32_t token = sampled[next_sampled++];
     sequence_state* seq = find(chunk.id);
-    // Cancelled since (or cancelled and resubmitted under the same id): the chunk is stale.
-    if (!seq || !seq->running || seq->scheduled_step != plan.step) continue;
+    // Cancelled since (or cancelled and resubmitted under the same id): the chunk is stale. A later plan
+    // may already carry the sequence again (pipelining), hence >=.
+    if (!seq || !seq->running || seq->scheduled_step < plan.step) continue;
+    --seq->in_flight;
     if (seq->padding) {  // its output ended; this token only stands for the compute it costs
       // Padding may not outgrow the context: positions past it do not exist.
       if (seq->prompt_len + seq->generated + ++seq->padded + 1 >= config_.max_model_len) {
@@ -262,7 +272,7 @@ void scheduling_policy::apply(const step_plan& plan, std::span<const int32_t> sa
     std::erase_if(running_, [](const sequence_state* s) { return !s->running; });
     for (const scheduled_chunk& chunk : plan.chunks) {
       const auto found = sequences_.find(chunk.id);
-      if (found != sequences_.end() && !found->second->running && found->second->scheduled_step == plan.step)
+      if (found != sequences_.end() && !found->second->running && found->second->scheduled_step >= plan.step)
         sequences_.erase(found);
     }
   }

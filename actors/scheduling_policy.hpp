@@ -70,7 +70,9 @@ class scheduling_policy {
 
   // The next step's request (reused: valid until the next propose()). Empty `running` and `waiting` mean
   // there is nothing to plan.
-  const step_request& propose(clock::time_point now = clock::now());
+  // `speculative`: planned while the previous step still runs (the scheduler actor pipelines); sequences
+  // whose token in flight will be their last (max_tokens) are left out.
+  const step_request& propose(clock::time_point now = clock::now(), bool speculative = false);
 
   // Static batching only: how long until a new batch may form (zero when it may now, or when a batch is
   // running or nothing waits). A caller with nothing else to run should look again after this long.

@@ -27,6 +27,8 @@ const char* to_string(finish_reason reason);
 // One sequence's share of a step. Its tokens are plan.token_ids[token_offset, +num_tokens), at positions
 // start_position, start_position + 1, ...; its block table is plan.block_ids[block_offset, +num_blocks) and
 // covers [0, start_position + num_tokens).
+constexpr int32_t placeholder_token = -1;
+
 struct scheduled_chunk {
   sequence_id id = 0;
   int32_t start_position = 0;  // tokens already in the sequence's KV cache
@@ -36,6 +38,8 @@ struct scheduled_chunk {
 };
 
 // One step, as a value: flat arrays, so a plan reused step after step allocates nothing once warm.
+// A token id of -1 (placeholder_token) stands for the token the executor samples for that sequence in the
+// step before: the plan was made while that step ran (see step_request::speculative).
 // Built by the KV manager (it owns the block tables and the token log), folded in by the scheduler,
 // run by the executor.
 struct step_plan {
@@ -46,6 +50,8 @@ struct step_plan {
   std::vector<sequence_id> admitted;   // moved from waiting to running by this plan, in order
   std::vector<sequence_id> preempted;  // preempted while planning this step (back in waiting, KV freed)
   std::vector<sequence_id> aborted;    // could not be given room even alone: finished, KV freed
+  bool deferred = false;  // a speculative request that would need a preemption: nothing planned, ask again
+                          // once the step in flight is back
   bool empty() const { return chunks.empty(); }
 };
 
@@ -81,6 +87,10 @@ struct step_request {
   int32_t token_budget = 0;   // tokens in the step at most (decodes + prefill chunks)
   int32_t max_running = 0;    // running sequences at most
   bool may_admit = true;      // false: run only `running` (static batching with a batch in progress)
+  // Planned while the previous step still runs (pipelining): its sampled tokens are not known yet, so
+  // decode chunks carry placeholders, and no one may be preempted (their blocks are being written); if
+  // the pool is short the plan comes back deferred.
+  bool speculative = false;
   std::vector<sequence_id> running;  // admission order: the back is the first preemption victim
   std::vector<sequence_id> waiting;  // admission candidates, best first
 };

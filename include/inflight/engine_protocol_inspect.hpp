@@ -47,7 +47,7 @@ typename Inspector::result_type inspect(Inspector& f, scheduled_chunk& x) {
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, step_plan& x) {
   return f(caf::meta::type_name("inflight::engine::step_plan"), x.step, x.chunks, x.token_ids, x.block_ids,
-           x.admitted, x.preempted, x.aborted);
+           x.admitted, x.preempted, x.aborted, x.deferred);
 }
 
 template <class Inspector>
@@ -63,7 +63,7 @@ typename Inspector::result_type inspect(Inspector& f, kv_updates& x) {
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, step_request& x) {
   return f(caf::meta::type_name("inflight::engine::step_request"), x.token_budget, x.max_running, x.may_admit,
-           x.running, x.waiting);
+           x.speculative, x.running, x.waiting);
 }
 
 template <class Inspector>
