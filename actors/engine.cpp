@@ -81,7 +81,7 @@ class actor_engine final : public inference_engine {
     context->max_model_len = sched.max_model_len;
     kv_manager_ = spawn_kv_manager(system_, kv.num_blocks, kv.block_size, options.prefix_caching);
     executor_ = spawn_executor(system_, std::shared_ptr<backend>(std::move(model)));
-    scheduler_ = spawn_scheduler(system_, sched, kv.block_size, kv.num_blocks, kv_manager_, executor_);
+    scheduler_ = spawn_scheduler(system_, sched, kv.block_size, kv.num_blocks, options.pipelining, kv_manager_, executor_);
     context->scheduler = scheduler_;
     context_ = std::move(context);
   }

@@ -72,8 +72,9 @@ caf::actor spawn_kv_manager(caf::actor_system& system, int32_t num_blocks, int32
 // Runs `model` on a thread of its own (detached): one step_plan in, one step_result out.
 caf::actor spawn_executor(caf::actor_system& system, std::shared_ptr<backend> model);
 
+// `pipelining`: plan step N+1 while the executor runs step N.
 caf::actor spawn_scheduler(caf::actor_system& system, const scheduler_config& config, int32_t kv_block_size,
-                           int32_t kv_num_blocks, caf::actor kv_manager, caf::actor executor);
+                           int32_t kv_num_blocks, bool pipelining, caf::actor kv_manager, caf::actor executor);
 
 // What every request actor shares.
 struct request_context {

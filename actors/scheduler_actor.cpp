@@ -32,6 +32,7 @@ struct scheduler_state {
   caf::actor kv_manager, executor;
   std::unordered_map<sequence_id, caf::actor> requesters;  // who gets each sequence's token events
   bool kick_pending = false;    // a delayed kick_atom is on its way
+  bool pipelining = true;             // plan the next step while one runs
   bool planning = false;             // a step_request is at the KV manager
   std::deque<step_plan> at_executor;  // plans sent to the executor, oldest (running) first; at most 2
   kv_updates updates;           // reused
@@ -117,7 +118,7 @@ void kick(scheduler_actor* self) {
     st.policy->take_events(st.events);
     deliver(self, nullptr, {});
   }
-  if (st.planning || st.at_executor.size() >= 2) return;
+  if (st.planning || st.at_executor.size() >= (st.pipelining ? 2u : 1u)) return;
   if (st.policy->idle()) {
     if (st.at_executor.empty()) end_busy_span(st);
     return;
@@ -172,8 +173,9 @@ void on_result(scheduler_actor* self, const step_result& result) {
 }
 
 caf::behavior scheduler(scheduler_actor* self, scheduler_config config, int32_t kv_block_size, int32_t kv_num_blocks,
-                        caf::actor kv_manager, caf::actor executor) {
+                        bool pipelining, caf::actor kv_manager, caf::actor executor) {
   scheduler_state& st = self->state;
+  st.pipelining = pipelining;
   st.policy = std::make_unique<scheduling_policy>(config, kv_block_size, kv_num_blocks);
   st.kv_manager = std::move(kv_manager);
   st.executor = std::move(executor);
@@ -214,8 +216,9 @@ caf::behavior scheduler(scheduler_actor* self, scheduler_config config, int32_t 
 }  // namespace
 
 caf::actor spawn_scheduler(caf::actor_system& system, const scheduler_config& config, int32_t kv_block_size,
-                           int32_t kv_num_blocks, caf::actor kv_manager, caf::actor executor) {
-  return system.spawn(scheduler, config, kv_block_size, kv_num_blocks, std::move(kv_manager), std::move(executor));
+                           int32_t kv_num_blocks, bool pipelining, caf::actor kv_manager, caf::actor executor) {
+  return system.spawn(scheduler, config, kv_block_size, kv_num_blocks, pipelining, std::move(kv_manager),
+                      std::move(executor));
 }
 
 }  // namespace inflight::engine

@@ -43,8 +43,8 @@ uint64_t random_seed() {
 }
 
 // --- Four-lane vectors (GCC/Clang vector extensions) -------------------------------------------
-// This library is built for the x86-64 baseline (no -march=native), where glibc's scalar expf is
-// what a V-long exp pass costs; SSE2 lanes halve it. 16-byte vectors keep to the baseline ABI.
+// Built for this CPU's ISA with INFLIGHT_NATIVE (model/CMakeLists.txt), else for the x86-64 baseline;
+// either way without FMA contraction, so results do not depend on the build.
 using float4 = float __attribute__((vector_size(16)));
 using uint4 = uint32_t __attribute__((vector_size(16)));
 
@@ -65,23 +65,41 @@ float4 load_tail(const float* p, int32_t count, float pad) {
 
 // exp(x) for x <= 0 to within 1e-7 relative; 0 for x < -87 (a weight under 1e-38 of the top
 // token's), -inf and NaN. Cephes' expf: x = n ln2 + r with |r| <= ln2 / 2, a polynomial for e^r,
-// 2^n built in the exponent bits. Plain IEEE operations (ISO C++ mode does not contract them into
-// FMAs), so seeded draws reproduce across machines.
-float4 exp_nonpositive(float4 x) {
-  const float4 magic = splat(12582912.0f);  // 1.5 * 2^23: adding it rounds to an integer
-  const float4 t = x * 1.44269504088896341f + magic;
-  const float4 n = t - magic;
-  const float4 r = x - n * 0.693359375f - n * -2.12194440e-4f;  // ln2 split in two for exactness
-  float4 p = r * 1.9875691500e-4f + 1.3981999507e-3f;
+// 2^n built in the exponent bits. Plain IEEE operations (built with -ffp-contract=off: no FMAs), so
+// seeded draws reproduce across machines.
+//
+// Written for any lane count: the exp pass runs it on 16 lanes (four independent chains keep the FPU
+// busy where one 4-lane chain waits on its own results), elementwise identical to the 4-lane form.
+template <class Float, class Uint>
+Float exp_nonpositive_lanes(Float x) {
+  const Float magic = Float{} + 12582912.0f;  // 1.5 * 2^23: adding it rounds to an integer
+  const Float t = x * 1.44269504088896341f + magic;
+  const Float n = t - magic;
+  const Float r = x - n * 0.693359375f - n * -2.12194440e-4f;  // ln2 split in two for exactness
+  Float p = r * 1.9875691500e-4f + 1.3981999507e-3f;
   p = p * r + 8.3334519073e-3f;
   p = p * r + 4.1665795894e-2f;
   p = p * r + 1.6666665459e-1f;
   p = p * r + 5.0000001201e-1f;
-  const float4 y = p * r * r + r + 1.0f;
+  const Float y = p * r * r + r + 1.0f;
   // n sits in t's low mantissa bits; n + 127 shifted into the exponent field is 2^n.
-  const uint4 exponent = (std::bit_cast<uint4>(t) - 0x4B400000u + 127u) << 23;
-  const float4 result = y * std::bit_cast<float4>(exponent);
-  return x >= splat(-87.0f) ? result : float4{};
+  const Uint exponent = (std::bit_cast<Uint>(t) - 0x4B400000u + 127u) << 23;
+  const Float result = y * std::bit_cast<Float>(exponent);
+  return x >= Float{} - 87.0f ? result : Float{};
+}
+
+float4 exp_nonpositive(float4 x) { return exp_nonpositive_lanes<float4, uint4>(x); }
+
+// 64-byte vectors only ever travel between these always-inlined internal helpers; GCC's note that their
+// calling convention differs without AVX-512 does not concern us.
+#pragma GCC diagnostic ignored "-Wpsabi"
+using float16 = float __attribute__((vector_size(64)));
+using uint16 = uint32_t __attribute__((vector_size(64)));
+
+float16 load16(const float* p) {
+  float16 v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
 }
 
 // The largest non-NaN value, -inf if there is none.
@@ -106,6 +124,21 @@ double sum_exp(const float* x, int32_t n, float shift, float scale, float* out) 
   double total = 0.0;
   float4 partial{};
   int32_t i = 0;
+  // 16 terms at a time, added into the 4 lanes in the same order as the 4-wide loop below: the same sum
+  // to the bit, whichever loop an element goes through.
+  for (; i + 16 <= n; i += 16) {
+    const float16 terms = exp_nonpositive_lanes<float16, uint16>((load16(x + i) - shift) * scale);
+    if (out != nullptr) std::memcpy(out + i, &terms, sizeof terms);
+    for (int32_t quarter = 0; quarter < 4; ++quarter) {
+      float4 four;
+      std::memcpy(&four, reinterpret_cast<const float*>(&terms) + 4 * quarter, sizeof four);
+      partial += four;
+      if (((i + 4 * quarter) & 63) == 60) {
+        total += (static_cast<double>(partial[0]) + partial[1]) + (static_cast<double>(partial[2]) + partial[3]);
+        partial = float4{};
+      }
+    }
+  }
   for (; i + 4 <= n; i += 4) {
     const float4 terms = exp_nonpositive((load4(x + i) - shift) * scale);
     if (out != nullptr) std::memcpy(out + i, &terms, sizeof terms);
@@ -121,6 +154,20 @@ double sum_exp(const float* x, int32_t n, float shift, float scale, float* out) 
     partial += terms;
   }
   return total + (static_cast<double>(partial[0]) + partial[1]) + (static_cast<double>(partial[2]) + partial[3]);
+}
+
+// The first i with x[i] == value (n when there is none), 16 at a time.
+int32_t first_equal(const float* x, int32_t n, float value) {
+  int32_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    const auto hit = load16(x + i) == value;
+    uint32_t any = 0;
+    for (int32_t lane = 0; lane < 16; ++lane) any |= uint32_t(hit[lane]);
+    if (any) break;
+  }
+  for (; i < n; ++i)
+    if (x[i] == value) return i;
+  return n;
 }
 
 // The `count` most likely (value, id) of x[0, n), unordered in out[0, returned); fewer only when x
@@ -391,7 +438,11 @@ sample_result sampler::sample(float* logits) {
   apply_penalties(logits);
 
   int32_t token = 0;
-  if (greedy) {
+  if (greedy && penalized_raw_.empty() && std::isfinite(raw_max)) {
+    // Nothing penalised: the argmax is the first occurrence of the raw max found above (lowest id on
+    // ties; NaN never compares equal), a scan that stops there.
+    token = first_equal(logits, vocab_size_, raw_max);
+  } else if (greedy) {
     // One pass; strict > keeps the lowest id on ties and passes over NaN.
     float best = neg_inf;
     for (int32_t i = 0; i < vocab_size_; ++i) {

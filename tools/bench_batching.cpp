@@ -145,6 +145,7 @@ struct bench_setup {
   int32_t max_batch = 64;
   int32_t max_step_tokens = 0;  // 0: max(512, max_batch x prompt_len)
   int64_t kv_cache_mb = 1024;
+  bool pipelining = true;
 };
 
 // The model file, tokenizer and chat template, loaded once; each engine gets a fresh backend over them.
@@ -178,6 +179,7 @@ std::unique_ptr<inference_engine> make_engine(loaded_model& model, const bench_s
   options.max_num_batched_tokens = 0;  // the backend's limit, set above
   options.static_batching = static_batching;
   options.static_batch_window = std::chrono::milliseconds(10);
+  options.pipelining = setup.pipelining;
   return inference_engine::create(std::move(backend), model.tok, model.chat, options);
 }
 
@@ -515,30 +517,37 @@ int run_overhead(int argc, char** argv) {
   loaded_model model = load_model(setup);
   std::mt19937_64 rng(7);
   const auto prompts = draw_prompts(rng, batch, prompt_len);
-  const batch_run run = run_all_at_once(model, setup, false, prompts, std::vector<int32_t>(size_t(batch), tokens));
-  const engine_stats& stats = run.stats;
-  const double outside_both = share_outside_forward_and_sampling(stats);
+  const std::vector<int32_t> lengths(size_t(batch), tokens);
 
-  std::printf("overhead: batch %d, %d tokens each, prompt %d tokens, %d threads\n\n", batch, tokens, prompt_len,
+  // Pipelined (the default) and one step at a time, alternated twice in one process, so that the two are
+  // compared under the same machine conditions.
+  std::printf("overhead: batch %d, %d tokens each, prompt %d tokens\n\n", batch, tokens, prompt_len);
+  std::printf("| pipelining | steps | tokens/s | loop ms/step | forward ms/step | sampling ms/step | outside forward "
+              "| outside forward+sampling |\n|---|---:|---:|---:|---:|---:|---:|---:|\n");
+  std::ostringstream runs;
+  for (int round = 0; round < 4; ++round) {
+    setup.pipelining = round % 2 == 0;
+    const batch_run run = run_all_at_once(model, setup, false, prompts, lengths);
+    const engine_stats& stats = run.stats;
+    const double steps = double(std::max<int64_t>(1, stats.steps));
+    std::printf("| %s | %lld | %.1f | %.3f | %.3f | %.3f | %.2f%% | %.2f%% |\n", setup.pipelining ? "on" : "off",
+                static_cast<long long>(stats.steps), run.tokens_per_second(), 1e3 * stats.loop_seconds / steps,
+                1e3 * stats.forward_seconds / steps, 1e3 * stats.sampling_seconds / steps,
+                100 * stats.overhead_share(), 100 * share_outside_forward_and_sampling(stats));
+    runs << (round ? ",\n    " : "") << "{\"pipelining\": " << (setup.pipelining ? "true" : "false")
+         << ", \"steps\": " << stats.steps << ", \"wall_s\": " << run.wall_seconds
+         << ", \"tokens_per_s\": " << run.tokens_per_second() << ", \"loop_s\": " << stats.loop_seconds
+         << ", \"forward_s\": " << stats.forward_seconds << ", \"sampling_s\": " << stats.sampling_seconds
+         << ", \"overhead_share\": " << stats.overhead_share()
+         << ", \"share_outside_forward_and_sampling\": " << share_outside_forward_and_sampling(stats) << "}";
+  }
+  std::printf("\n%d backend threads; outside forward: share of the engine's busy loop not in the forward pass (sampling, scheduling,\n"
+              "messaging, detokenizing); outside forward+sampling: what the actors themselves cost.\n",
               model.backend_threads);
-  std::printf("steps                          %lld\n", static_cast<long long>(stats.steps));
-  std::printf("wall seconds                   %.4f (%.1f tokens/s)\n", run.wall_seconds, run.tokens_per_second());
-  std::printf("loop seconds                   %.4f\n", stats.loop_seconds);
-  std::printf("forward seconds                %.4f\n", stats.forward_seconds);
-  std::printf("sampling seconds               %.4f\n", stats.sampling_seconds);
-  std::printf("outside forward (overhead)     %.2f%%\n", 100 * stats.overhead_share());
-  std::printf("outside forward and sampling   %.2f%%\n", 100 * outside_both);
-  std::printf("per step: loop %.3f ms, forward %.3f ms, sampling %.3f ms\n",
-              stats.steps ? 1e3 * stats.loop_seconds / double(stats.steps) : 0.0,
-              stats.steps ? 1e3 * stats.forward_seconds / double(stats.steps) : 0.0,
-              stats.steps ? 1e3 * stats.sampling_seconds / double(stats.steps) : 0.0);
   std::ostringstream json;
   json << "{\"experiment\": \"overhead\", " << json_machine(model, setup) << ", \"batch\": " << batch
-       << ", \"tokens\": " << tokens << ", \"prompt_len\": " << prompt_len << ", \"steps\": " << stats.steps
-       << ", \"wall_s\": " << run.wall_seconds << ", \"loop_s\": " << stats.loop_seconds
-       << ", \"forward_s\": " << stats.forward_seconds << ", \"sampling_s\": " << stats.sampling_seconds
-       << ", \"overhead_share\": " << stats.overhead_share()
-       << ", \"share_outside_forward_and_sampling\": " << outside_both << "}\n";
+       << ", \"tokens\": " << tokens << ", \"prompt_len\": " << prompt_len << ",\n  \"runs\": [\n    " << runs.str()
+       << "\n  ]}\n";
   write_file(json_path, json.str());
   return 0;
 }

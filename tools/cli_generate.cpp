@@ -229,6 +229,16 @@ int generate(const generate_options& options) {
   }
   engine->wait_idle();
   const auto end = clock::now();
+  if (options.verbose) {
+    const engine_stats stats = engine->stats();
+    std::fprintf(stderr,
+                 "engine: %lld steps, %lld preemptions | KV blocks: %d used, %d cached, %d free of %d | prefix cache "
+                 "hits: %lld of %lld prompt tokens | %.1f%% of the busy loop in the forward pass\n",
+                 static_cast<long long>(stats.steps), static_cast<long long>(stats.preemptions), stats.kv_blocks_used,
+                 stats.kv_blocks_cached, stats.kv_blocks_free, stats.kv_blocks_total,
+                 static_cast<long long>(stats.prefix_hit_tokens), static_cast<long long>(stats.prefix_queried_tokens),
+                 100.0 * (1.0 - stats.overhead_share()));
+  }
 
   int rc = 0;
   int64_t total_generated = 0;

@@ -88,6 +88,7 @@ struct engine_options {
   bool static_batching = false;
   std::chrono::milliseconds static_batch_window{50};
   bool prefix_caching = true;
+  bool pipelining = true;  // plan step N+1 while step N runs (off: one step in flight, for comparison)
   int actor_threads = 2;                 // CAF worker threads (request, scheduler, KV-manager actors)
 };
 
