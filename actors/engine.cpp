@@ -62,6 +62,12 @@ class actor_engine final : public inference_engine {
                const engine_options& options)
       : config_(make_caf_config(options.actor_threads)), system_(config_) {
     if (!tok) throw std::invalid_argument("engine: no tokenizer");
+    // Every id the model can sample must be one the tokenizer can decode, and every prompt id the
+    // tokenizer checks must be one the model can embed.
+    if (tok->vocab_size() != model->config().vocab_size)
+      throw std::invalid_argument("engine: the tokenizer has " + std::to_string(tok->vocab_size()) +
+                                  " tokens but the model's vocabulary is " +
+                                  std::to_string(model->config().vocab_size));
     const kv_cache_geometry kv = model->kv_geometry();
     scheduler_config sched;
     sched.max_num_seqs = std::min(options.max_num_seqs, model->max_step_sequences());

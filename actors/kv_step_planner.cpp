@@ -172,7 +172,7 @@ const step_plan& kv_step_planner::plan_speculative(const step_request& request) 
     const int32_t num_tokens = std::min(int32_t(seq.tokens.size()) - seq.num_computed, budget);
     if (!kv_.allocate_slots(seq.id, seq.num_computed + num_tokens)) {
       plan_->deferred = true;
-      return *plan_;
+      return unplanned();
     }
     budget -= num_tokens;
   }
@@ -184,7 +184,16 @@ const step_plan& kv_step_planner::plan_speculative(const step_request& request) 
     budget -= num_tokens;
   }
   admit(request, budget);
-  return *plan_;
+  return plan_->empty() ? unplanned() : *plan_;
+}
+
+const step_plan& kv_step_planner::unplanned() {
+  // Nothing will run under this step number: the next plan takes it and its slot again, so that the slot
+  // of the step still in flight is never reused before that step's tokens come back.
+  step_plan& nothing = *plan_;  // stays valid until the next plan(), which reuses it
+  --counters_.steps;
+  plan_ = &plans_[uint64_t(counters_.steps) % 2];
+  return nothing;
 }
 
 void kv_step_planner::admit(const step_request& request, int32_t budget) {

@@ -50,6 +50,7 @@ class kv_step_planner {
   void add_chunk(sequence_state& seq, int32_t num_tokens);
   const step_plan& plan_speculative(const step_request& request);
   void admit(const step_request& request, int32_t budget);
+  const step_plan& unplanned();
   void preempt(sequence_state& seq);
   void release(sequence_id id);
 

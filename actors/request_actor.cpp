@@ -44,7 +44,11 @@ void finish(request_actor* self, finish_reason reason, request_error error = req
     if (!st.delta.text.empty()) {
       st.delta.token = -1;
       st.delta.has_sample = false;
-      st.sink->on_delta(st.delta);
+      try {
+        st.sink->on_delta(st.delta);
+      } catch (const std::exception&) {
+        // As in on_final below: the final event still goes out.
+      }
     }
     final_event.text = st.output->text();
     if (st.output->stopped()) reason = finish_reason::stop;
@@ -54,7 +58,11 @@ void finish(request_actor* self, finish_reason reason, request_error error = req
   final_event.message = std::move(message);
   final_event.prompt_tokens = st.prompt_tokens;
   final_event.completion_tokens = st.completion_tokens;
-  st.sink->on_final(final_event);
+  try {
+    st.sink->on_final(final_event);
+  } catch (const std::exception&) {
+    // The sink's own problem; the request is over either way.
+  }
   st.sink.reset();
   self->quit();
 }
@@ -62,7 +70,12 @@ void finish(request_actor* self, finish_reason reason, request_error error = req
 // Ends the sequence in the scheduler (frees its KV blocks), then the request.
 void stop_early(request_actor* self, finish_reason reason) {
   if (self->state.done) return;
-  if (self->state.submitted) self->send(self->state.context->scheduler, cancel_atom::value, self->state.id);
+  if (self->state.submitted) {
+    if (reason == finish_reason::stop)  // a finish, not a cancellation, in the scheduler's books
+      self->send(self->state.context->scheduler, cancel_atom::value, self->state.id, reason);
+    else
+      self->send(self->state.context->scheduler, cancel_atom::value, self->state.id);
+  }
   finish(self, reason);
 }
 
@@ -79,6 +92,7 @@ std::string refusal_message(submit_status status, const request_state& st, int32
     case submit_status::empty_prompt: return "the prompt is empty";
     case submit_status::invalid_max_tokens: return "max_tokens must be at least 1";
     case submit_status::duplicate_id: return "duplicate request id";
+    case submit_status::unavailable: return "the engine has failed and takes no more requests";
     case submit_status::accepted: break;
   }
   return "refused";
@@ -102,6 +116,8 @@ std::string prepare(const request_context& ctx, const generation_params& params,
   if (tokens.empty()) return "the prompt is empty";
   return {};
 }
+
+void on_token_event(request_actor* self, const token_event& message);
 
 caf::behavior request(request_actor* self, std::shared_ptr<const request_context> context, request_id id,
                       generation_params params, std::shared_ptr<generation_sink> sink) {
@@ -135,8 +151,9 @@ caf::behavior request(request_actor* self, std::shared_ptr<const request_context
           [self, max_tokens](int32_t status) {
             if (submit_status(status) == submit_status::accepted) return;
             self->state.submitted = false;
-            const request_error error =
-                submit_status(status) == submit_status::queue_full ? request_error::queue_full : request_error::invalid_request;
+            const request_error error = submit_status(status) == submit_status::queue_full    ? request_error::queue_full
+                                        : submit_status(status) == submit_status::unavailable ? request_error::internal
+                                                                                              : request_error::invalid_request;
             finish(self, finish_reason::error, error, refusal_message(submit_status(status), self->state, max_tokens));
           },
           [self](caf::error& failure) {
@@ -145,35 +162,53 @@ caf::behavior request(request_actor* self, std::shared_ptr<const request_context
           });
   st.submitted = true;  // a cancel from now on must reach the scheduler (it arrives after the submit)
   if (params.timeout) self->delayed_send(self, *params.timeout, deadline_atom::value);
+  // Should the scheduler itself stop, no event would ever come: end the request instead of hanging.
+  self->monitor(st.context->scheduler);
+  self->set_down_handler([self](caf::down_msg& down) {
+    finish(self, finish_reason::error, request_error::internal,
+           "the scheduler stopped: " + self->system().render(down.reason));
+  });
 
   return {
       [self](const token_event& message) {
-        request_state& st = self->state;
-        if (st.done) return;
-        const sequence_event& event = message.event;
-        if (event.token >= 0) {
-          ++st.completion_tokens;
-          st.delta.token = event.token;
-          st.delta.text.clear();
-          st.delta.has_sample = message.has_sample;
-          if (message.has_sample) st.delta.sample = message.sample;
-          const bool stop_string = st.output->on_token(event.token, st.delta.text);
-          st.sink->on_delta(st.delta);
-          if (stop_string && event.finished == finish_reason::none) return stop_early(self, finish_reason::stop);
-        }
-        if (event.finished != finish_reason::none) {
-          const request_error error = event.finished == finish_reason::error || event.finished == finish_reason::aborted
-                                          ? request_error::internal
-                                          : request_error::none;
-          std::string text = event.finished == finish_reason::aborted
-                                 ? "the KV cache cannot hold this sequence"
-                                 : message.error;
-          finish(self, event.finished, error, std::move(text));
+        try {
+          on_token_event(self, message);
+        } catch (const std::exception& error) {
+          // A token the tokenizer cannot decode, or a sink that threw: end the request, never the engine.
+          if (self->state.done) return;
+          if (self->state.submitted) self->send(self->state.context->scheduler, cancel_atom::value, self->state.id);
+          finish(self, finish_reason::error, request_error::internal, error.what());
         }
       },
       [self](cancel_atom) { stop_early(self, finish_reason::cancelled); },
       [self](deadline_atom) { stop_early(self, finish_reason::deadline); },
   };
+}
+
+// One event from the scheduler: a token (text delta, stop strings) and possibly the end.
+void on_token_event(request_actor* self, const token_event& message) {
+  request_state& st = self->state;
+  if (st.done) return;
+  const sequence_event& event = message.event;
+  if (event.token >= 0) {
+    ++st.completion_tokens;
+    st.delta.token = event.token;
+    st.delta.text.clear();
+    st.delta.has_sample = message.has_sample;
+    if (message.has_sample) st.delta.sample = message.sample;
+    const bool stop_string = st.output->on_token(event.token, st.delta.text);
+    st.sink->on_delta(st.delta);
+    if (stop_string && event.finished == finish_reason::none) return stop_early(self, finish_reason::stop);
+  }
+  if (event.finished != finish_reason::none) {
+    const request_error error = event.finished == finish_reason::error || event.finished == finish_reason::aborted
+                                    ? request_error::internal
+                                    : request_error::none;
+    std::string text = event.finished == finish_reason::aborted
+                           ? "the KV cache cannot hold this sequence"
+                           : message.error;
+    finish(self, event.finished, error, std::move(text));
+  }
 }
 
 }  // namespace

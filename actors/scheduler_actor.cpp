@@ -17,6 +17,7 @@
 
 #include <chrono>
 #include <deque>
+#include <string>
 #include <unordered_map>
 
 #include "engine_actors.hpp"
@@ -34,6 +35,9 @@ struct scheduler_state {
   bool kick_pending = false;    // a delayed kick_atom is on its way
   bool pipelining = true;             // plan the next step while one runs
   bool planning = false;             // a step_request is at the KV manager
+  bool planning_speculative = false; // ... made while a step was in flight
+  bool speculation_deferred = false; // the pool was short for a speculative plan: wait for the step back
+  std::string failure;               // set when the KV manager or the executor failed: the engine is down
   std::deque<step_plan> at_executor;  // plans sent to the executor, oldest (running) first; at most 2
   kv_updates updates;           // reused
   std::vector<sequence_event> events;
@@ -89,16 +93,40 @@ void end_busy_span(scheduler_state& st) {
 void on_result(scheduler_actor* self, const step_result& result);
 void kick(scheduler_actor* self);
 
+// The KV manager or the executor failed (a bug, or the executor's thread is gone): no step will come
+// back, so every request is ended with an error now rather than left waiting, and new ones are refused.
+void fail_all(scheduler_actor* self, const std::string& what, const caf::error& error) {
+  scheduler_state& st = self->state;
+  st.failure = what + " failed: " + self->system().render(error);
+  for (auto& [id, requester] : st.requesters) {
+    token_event message;
+    message.event = {id, -1, finish_reason::error, 0, 0};
+    message.error = st.failure;
+    self->send(requester, std::move(message));
+  }
+  st.requesters.clear();
+  st.at_executor.clear();
+  st.planning = false;
+  end_busy_span(st);
+}
+
 void on_plan(scheduler_actor* self, step_plan& plan) {
   scheduler_state& st = self->state;
   st.planning = false;
+  const bool speculative = st.planning_speculative;
   st.policy->on_plan(plan);
   flush_updates(self);  // aborted sequences are released
   if (st.policy->has_events()) {
     st.policy->take_events(st.events);
     deliver(self, nullptr, {});
   }
-  if (plan.deferred) return;  // the step in flight comes back, then kick() plans again
+  if (speculative && (plan.deferred || plan.empty())) {
+    // Nothing to queue behind the step in flight. If the pool was short, wait for that step; if it is
+    // already back (its result overtook this answer), nobody else will kick: plan now.
+    st.speculation_deferred = plan.deferred;
+    if (st.at_executor.empty()) kick(self);
+    return;
+  }
   if (plan.empty()) {
     // Nothing could run (only possible when the head of the queue does not fit while nothing runs). Do not
     // spin: the next submit, cancel or finish kicks again.
@@ -107,7 +135,8 @@ void on_plan(scheduler_actor* self, step_plan& plan) {
   }
   st.at_executor.push_back(std::move(plan));
   self->request(st.executor, caf::infinite, st.at_executor.back())
-      .then([self](const step_result& result) { on_result(self, result); });
+      .then([self](const step_result& result) { on_result(self, result); },
+            [self](caf::error& error) { fail_all(self, "the executor", error); });
   kick(self);  // plan the next step while this one runs
 }
 
@@ -118,12 +147,13 @@ void kick(scheduler_actor* self) {
     st.policy->take_events(st.events);
     deliver(self, nullptr, {});
   }
-  if (st.planning || st.at_executor.size() >= (st.pipelining ? 2u : 1u)) return;
+  if (!st.failure.empty() || st.planning || st.at_executor.size() >= (st.pipelining ? 2u : 1u)) return;
   if (st.policy->idle()) {
     if (st.at_executor.empty()) end_busy_span(st);
     return;
   }
   const bool speculative = !st.at_executor.empty();
+  if (speculative && st.speculation_deferred) return;
   if (!speculative) {
     if (const auto delay = st.policy->batch_formation_delay(); delay > scheduling_policy::clock::duration::zero()) {
       // Static batching with a batch still forming: look again when its window closes.
@@ -142,13 +172,18 @@ void kick(scheduler_actor* self) {
     st.busy_since = clock::now();
   }
   st.planning = true;
-  self->request(st.kv_manager, caf::infinite, request).then([self](step_plan& plan) { on_plan(self, plan); });
+  st.planning_speculative = speculative;
+  self->request(st.kv_manager, caf::infinite, request)
+      .then([self](step_plan& plan) { on_plan(self, plan); },
+            [self](caf::error& error) { fail_all(self, "the KV manager", error); });
 }
 
 void on_result(scheduler_actor* self, const step_result& result) {
   scheduler_state& st = self->state;
+  if (st.at_executor.empty()) return;  // failed meanwhile (fail_all)
   const step_plan plan = std::move(st.at_executor.front());
   st.at_executor.pop_front();
+  st.speculation_deferred = false;
   st.forward_seconds += result.forward_seconds;
   st.sampling_seconds += result.sampling_seconds;
   ++st.executed_steps;
@@ -182,6 +217,7 @@ caf::behavior scheduler(scheduler_actor* self, scheduler_config config, int32_t 
   return {
       [self](sequence_submit& submit) -> int32_t {
         scheduler_state& st = self->state;
+        if (!st.failure.empty()) return int32_t(submit_status::unavailable);
         sampler_setup setup{submit.spec.id, submit.sampling, submit.spec.prompt};
         const sequence_id id = submit.spec.id;
         const submit_status status = st.policy->submit(std::move(submit.spec));
@@ -198,6 +234,10 @@ caf::behavior scheduler(scheduler_actor* self, scheduler_config config, int32_t 
       },
       [self](cancel_atom, sequence_id id) {
         if (self->state.policy->cancel(id)) kick(self);
+      },
+      // The request actor matched a stop string: the sequence is done (counted as finished, not cancelled).
+      [self](cancel_atom, sequence_id id, finish_reason reason) {
+        if (self->state.policy->end(id, reason)) kick(self);
       },
       [self](stats_atom) -> scheduler_report {
         scheduler_state& st = self->state;

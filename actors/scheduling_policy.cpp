@@ -38,6 +38,7 @@ const char* to_string(submit_status status) {
     case submit_status::empty_prompt: return "empty_prompt";
     case submit_status::duplicate_id: return "duplicate_id";
     case submit_status::invalid_max_tokens: return "invalid_max_tokens";
+    case submit_status::unavailable: return "unavailable";
   }
   return "unknown";
 }
@@ -112,6 +113,16 @@ void scheduling_policy::insert_waiting(sequence_state* seq, bool at_front_of_pri
 bool scheduling_policy::end(sequence_id id, finish_reason reason) {
   sequence_state* seq = find(id);
   if (!seq) return false;
+  if (seq->padding && reason != finish_reason::error) return false;  // its output has ended already
+  if (reason == finish_reason::stop) ++counters_.finished;
+  if (reason == finish_reason::stop && config_.static_batching && seq->running) {
+    // Static batching: a member that stops keeps its seat and compute until the batch ends.
+    pending_events_.push_back({seq->id, -1, reason, seq->prompt_len, seq->generated});
+    seq->padding = true;
+    ++num_padding_;
+    if (num_padding_ == int32_t(running_.size())) release_padding();
+    return true;
+  }
   finish_now(*seq, reason);
   return true;
 }

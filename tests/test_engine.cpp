@@ -333,6 +333,9 @@ TEST_CASE("a stop string ends the output before it and frees the sequence") {
   CHECK(sinks[0]->result.text == full.substr(0, cut));
   CHECK(sinks[0]->text == full.substr(0, cut));
   CHECK(sinks[0]->result.completion_tokens < params.max_tokens);
+  const engine_stats stats = eng->stats();
+  CHECK(stats.finished == 2);  // a stop string finishes the sequence; it is not a cancellation
+  CHECK(stats.cancelled == 0);
   check_drained(*eng);
 }
 
@@ -403,4 +406,68 @@ TEST_CASE("logprobs travel with each token when asked") {
     CHECK(sinks[0]->samples[i].top[0].token == sinks[0]->tokens[i]);  // greedy: the chosen one is the likeliest
     CHECK(sinks[0]->samples[i].logprob <= 0.0f);
   }
+}
+
+namespace {
+
+// A sink that throws from on_delta: its request must end with an error, and nothing else may suffer.
+class throwing_sink final : public generation_sink {
+ public:
+  void on_delta(const generation_delta&) override { throw std::runtime_error("the client is gone"); }
+  void on_final(const generation_final& final_event) override { result = final_event; }
+  generation_final result;
+};
+
+// The CPU backend, failing its `fail_at`-th forward pass.
+class failing_backend final : public backend {
+ public:
+  failing_backend(std::unique_ptr<backend> inner, int fail_at) : inner_(std::move(inner)), fail_at_(fail_at) {}
+  const model_config& config() const override { return inner_->config(); }
+  kv_cache_geometry kv_geometry() const override { return inner_->kv_geometry(); }
+  int32_t max_step_tokens() const override { return inner_->max_step_tokens(); }
+  int32_t max_step_sequences() const override { return inner_->max_step_sequences(); }
+  void forward(std::span<const sequence_chunk> chunks, std::span<float> logits) override {
+    if (++calls_ == fail_at_) throw std::runtime_error("injected device failure");
+    inner_->forward(chunks, logits);
+  }
+
+ private:
+  std::unique_ptr<backend> inner_;
+  int fail_at_;
+  int calls_ = 0;
+};
+
+}  // namespace
+
+TEST_CASE("a sink that throws ends its own request only") {
+  auto eng = make_engine();
+  std::mt19937 rng(21);
+  auto bad = std::make_shared<throwing_sink>();
+  eng->submit(greedy(random_prompt(rng, 8), 50), bad);
+  const auto good = run_all(*eng, {greedy(random_prompt(rng, 8), 20)});
+  eng->wait_idle();
+  CHECK(bad->result.reason == end_reason::error);
+  CHECK(bad->result.error == request_error::internal);
+  CHECK(bad->result.message.find("the client is gone") != std::string::npos);
+  CHECK(good[0]->result.reason == end_reason::length);
+  CHECK(good[0]->result.completion_tokens == 20);
+  check_drained(*eng);
+}
+
+TEST_CASE("a failing step fails its sequences and the engine carries on") {
+  auto eng = inference_engine::create(std::make_unique<failing_backend>(make_backend(), 3), model().tok,
+                                      chat_template::from_gguf(*model().file), {});
+  std::mt19937 rng(23);
+  const auto first = run_all(*eng, {greedy(random_prompt(rng, 8), 10), greedy(random_prompt(rng, 8), 10)});
+  for (const auto& sink : first) {
+    CHECK(sink->result.reason == end_reason::error);
+    CHECK(sink->result.error == request_error::internal);
+    CHECK(sink->result.message.find("injected device failure") != std::string::npos);
+  }
+  // Later requests run normally, and give what they give alone.
+  const generation_params later = greedy(random_prompt(rng, 8), 12);
+  const auto second = run_all(*eng, {later});
+  CHECK(second[0]->result.reason == end_reason::length);
+  CHECK(second[0]->tokens == run_alone(later));
+  check_drained(*eng);
 }

@@ -561,6 +561,12 @@ pipelined_run run_pipelined(int32_t num_blocks, bool prefix_caching) {
       if (plan.deferred) {
         REQUIRE(speculative);
         ++run.deferred_plans;
+        // As when a submit kicks the scheduler meanwhile: a second attempt must not take the slot of the
+        // step in flight either (its tokens are applied below).
+        const step_plan& again = planner.plan(policy.propose(scheduling_policy::clock::now(), true));
+        policy.on_plan(again);
+        flush();
+        CHECK(again.empty());
         break;
       }
       if (speculative) CHECK(plan.preempted.empty());

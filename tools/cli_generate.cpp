@@ -189,9 +189,11 @@ int generate(const generate_options& options) {
   if (options.chat && !chat.recognized()) std::fprintf(stderr, "inflight generate: warning: %s\n", chat.warning().c_str());
 
   std::vector<generation_params> requests;
+  std::optional<std::string> stdin_text;  // read once, however many times '-' is given
   for (const std::string& prompt : options.prompts) {
     generation_params params;
-    const std::string text = prompt == "-" ? read_stdin() : prompt;
+    if (prompt == "-" && !stdin_text) stdin_text = read_stdin();
+    const std::string text = prompt == "-" ? *stdin_text : prompt;
     if (options.chat) {
       if (options.system) params.messages.push_back({"system", *options.system});
       params.messages.push_back({"user", text});

@@ -103,7 +103,8 @@ struct sequence_spec {
   int32_t priority = 0;  // lower runs first; FCFS within a priority
 };
 
-enum class submit_status { accepted, queue_full, too_long, empty_prompt, duplicate_id, invalid_max_tokens };
+// unavailable: the engine failed (its KV manager or executor is gone) and takes no more work.
+enum class submit_status { accepted, queue_full, too_long, empty_prompt, duplicate_id, invalid_max_tokens, unavailable };
 const char* to_string(submit_status status);
 
 struct sequence_event {
