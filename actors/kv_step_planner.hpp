@@ -40,8 +40,6 @@ class kv_step_planner {
   const step_plan& plan(const step_request& request);
 
   kv_planner_stats stats() const { return counters_; }
-  const kv_cache_manager& kv() const { return kv_; }
-  int32_t num_sequences() const { return int32_t(sequences_.size()); }
 
  private:
   struct sequence_state;

@@ -99,10 +99,6 @@ class scheduling_policy {
   // Counters of this side (steps, preemptions, prompt tokens and prefix hits are the KV manager's).
   scheduler_stats stats() const;
   bool idle() const { return waiting_.empty() && running_.empty(); }
-  // Static batching: seats held by finished members until their batch ends.
-  int32_t num_padding() const { return num_padding_; }
-  int32_t num_running() const { return int32_t(running_.size()); }
-  int32_t num_waiting() const { return int32_t(waiting_.size()); }
 
  private:
   struct sequence_state;
@@ -121,7 +117,7 @@ class scheduling_policy {
   step_request request_;
   kv_updates updates_;
   uint64_t next_arrival_ = 0;
-  int32_t num_padding_ = 0;
+  int32_t num_padding_ = 0;  // static batching: running members that finished and pad until the batch ends
   scheduler_stats counters_;
 };
 
