@@ -123,7 +123,7 @@ void on_plan(scheduler_actor* self, step_plan& plan) {
   if (speculative && (plan.deferred || plan.empty())) {
     // Nothing to queue behind the step in flight. If the pool was short, wait for that step; if it is
     // already back (its result overtook this answer), nobody else will kick: plan now.
-    st.speculation_deferred = plan.deferred;
+    st.speculation_deferred = plan.deferred && !st.at_executor.empty();
     if (st.at_executor.empty()) kick(self);
     return;
   }
