@@ -1,0 +1,61 @@
+// OpenAI-compatible request bodies for POST /v1/completions and /v1/chat/completions: JSON in (simdjson
+// On-Demand), a validated completion_request or an OpenAI-style error out. No Beast and no CAF here, so
+// the unit tests feed it strings; the HTTP and WebSocket layers (serving issue) call it per request.
+//
+// Accepted, as vLLM's OpenAI server accepts them (unknown fields are ignored; null means "not given"):
+//   model, prompt (string | [string] | [int] | [[int]]), messages ([{role, content: string | [{type:"text",
+//   text}]}]), max_tokens / max_completion_tokens, temperature, top_p, top_k, min_p, presence_penalty,
+//   frequency_penalty, repetition_penalty, seed, stop (string | [string]), n, logprobs (completions: int
+//   0..5; chat: bool, with top_logprobs), ignore_eos, user, stream, stream_options.include_usage.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <variant>
+#include <vector>
+
+#include "inflight/chat_template.hpp"
+#include "inflight/engine.hpp"
+
+namespace inflight::net {
+
+// The error object of an OpenAI error response: {"error": {"message", "type", "param", "code"}}.
+struct api_error {
+  int status = 400;
+  std::string message;
+  std::string type = "invalid_request_error";
+  std::string param;  // the offending field ("" when none)
+};
+
+enum class endpoint { completions, chat_completions };
+
+struct request_limits {
+  int32_t max_n = 16;           // choices per request
+  int32_t max_prompts = 64;     // prompts in one /v1/completions request
+  int32_t max_stop = 16;        // stop strings
+  int32_t default_max_tokens = 256;
+};
+
+struct completion_request {
+  endpoint kind = endpoint::completions;
+  std::string model;
+  // /v1/completions: one entry per prompt, text or token ids (exactly one of the two is non-empty).
+  std::vector<std::string> prompt_texts;
+  std::vector<std::vector<int32_t>> prompt_tokens;
+  // /v1/chat/completions: the conversation.
+  std::vector<chat_message> messages;
+  // Sampling, max_tokens, stop, ignore_eos, logprobs, shared by every choice (the prompt fields unset).
+  generation_params params;
+  int32_t n = 1;
+  bool stream = false;
+  bool include_usage = false;  // stream_options.include_usage
+  std::string user;
+};
+
+using parse_result = std::variant<completion_request, api_error>;
+
+// Parses and validates one request body. Never throws for bad input; every error names its field.
+parse_result parse_request(endpoint kind, std::string_view body, const request_limits& limits = {});
+
+}  // namespace inflight::net
