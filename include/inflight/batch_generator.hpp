@@ -1,8 +1,8 @@
 // Runs a set of generation requests to completion on a backend, batching them continuously: every step
 // decodes one token for each running sequence and fills the rest of the step's token budget with
-// (chunked) prefill of waiting prompts. This synchronous driver is behind the CPU benchmark and is the
-// reference the actor engine's outputs are checked against (tests/test_engine.cpp); the engine
-// (include/inflight/engine.hpp) is what the CLI and the server run.
+// (chunked) prefill of waiting prompts. This synchronous driver is the reference the actor engine's
+// outputs are checked against (tests/test_engine.cpp, and tests/test_batch_invariance.cpp for the backend);
+// the engine (include/inflight/engine.hpp) is what the CLI and the server run.
 //
 // Admission is conservative: a sequence is admitted only when the free KV blocks cover its prompt plus
 // max_tokens, so nothing ever needs preempting here (the engine's scheduler does preemption).
