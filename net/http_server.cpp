@@ -1,0 +1,407 @@
+// One coroutine per connection, on its own strand; one engine request per choice. The engine's sinks run
+// on CAF threads: they queue events in the request's shared state and post a wake-up onto the
+// connection's strand, where the coroutine drains the queue (docs/caf-0.17.md §7: never block an io
+// thread on CAF).
+#include <utility>  // before asio: Boost 1.74's awaitable.hpp uses std::exchange without it (g++ 12, C++20)
+
+#include "http_server.hpp"
+
+#include <boost/asio.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+
+#include <atomic>
+#include <ctime>
+#include <deque>
+#include <mutex>
+#include <set>
+#include <stdexcept>
+#include <string_view>
+#include <thread>
+#include <vector>
+
+#include "inflight/engine.hpp"
+#include "json_writer.hpp"
+#include "openai_response.hpp"
+
+namespace inflight::net {
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace http = beast::http;
+using tcp = asio::ip::tcp;
+using asio::awaitable;
+using asio::use_awaitable;
+
+namespace {
+
+// What one choice's engine request reports, queued for the connection's coroutine.
+struct choice_event {
+  int32_t index = 0;
+  bool final = false;
+  std::string text;
+  generation_final result;  // when final
+};
+
+// Shared by a request's sinks (CAF threads) and its connection's coroutine (the strand).
+struct exchange_state : std::enable_shared_from_this<exchange_state> {
+  explicit exchange_state(asio::any_io_executor strand) : strand(strand), wake(strand) {}
+  asio::any_io_executor strand;
+  asio::steady_timer wake;  // waited on by the coroutine, cancelled to wake it
+  std::mutex mutex;
+  std::deque<choice_event> events;
+
+  void push(choice_event event) {
+    {
+      std::lock_guard lock(mutex);
+      events.push_back(std::move(event));
+    }
+    asio::post(strand, [self = shared_from_this()]() { self->wake.cancel(); });
+  }
+};
+
+class choice_sink final : public generation_sink {
+ public:
+  choice_sink(std::shared_ptr<exchange_state> state, int32_t index) : state_(std::move(state)), index_(index) {}
+  void on_delta(const generation_delta& delta) override {
+    if (!delta.text.empty()) state_->push({index_, false, delta.text, {}});
+  }
+  void on_final(const generation_final& final_event) override { state_->push({index_, true, {}, final_event}); }
+
+ private:
+  std::shared_ptr<exchange_state> state_;
+  int32_t index_;
+};
+
+std::string error_json(const api_error& error) {
+  std::string body;
+  write_error(body, error);
+  return body;
+}
+
+api_error make_error(int status, std::string message, std::string type = "invalid_request_error", std::string param = {}) {
+  return api_error{status, std::move(message), std::move(type), std::move(param)};
+}
+
+// The HTTP status and error for a request the engine ended without generating.
+api_error engine_error(const generation_final& result) {
+  switch (result.error) {
+    case request_error::queue_full: return make_error(429, result.message, "rate_limit_exceeded");
+    case request_error::internal: return make_error(500, result.message, "server_error");
+    default: return make_error(400, result.message);
+  }
+}
+
+}  // namespace
+
+struct http_server::impl {
+  inference_engine& engine;
+  server_options options;
+  asio::io_context io{1};
+  tcp::acceptor acceptor;
+  std::thread thread;
+  std::atomic<bool> stopping{false};
+  std::mutex live_mutex;
+  std::set<request_id> live;  // engine requests in flight, cancelled by stop()
+  int64_t next_response_id = 0;
+
+  impl(inference_engine& e, const server_options& o) : engine(e), options(o), acceptor(asio::make_strand(io)) {
+    beast::error_code ec;
+    const tcp::endpoint at(asio::ip::make_address(options.host, ec), options.port);
+    if (ec) throw std::runtime_error("invalid listen address '" + options.host + "'");
+    acceptor.open(at.protocol(), ec);
+    if (!ec) acceptor.set_option(asio::socket_base::reuse_address(true), ec);
+    if (!ec) acceptor.bind(at, ec);
+    if (!ec) acceptor.listen(asio::socket_base::max_listen_connections, ec);
+    if (ec)
+      throw std::runtime_error("cannot listen on " + options.host + ":" + std::to_string(options.port) + ": " +
+                               ec.message());
+  }
+
+  awaitable<void> accept_loop() {
+    for (;;) {
+      beast::error_code ec;
+      tcp::socket socket = co_await acceptor.async_accept(asio::make_strand(io), asio::redirect_error(use_awaitable, ec));
+      if (ec) co_return;  // closed by stop()
+      socket.set_option(tcp::no_delay(true), ec);  // small SSE chunks go out at once
+      asio::co_spawn(socket.get_executor(), session(beast::tcp_stream(std::move(socket))), asio::detached);
+    }
+  }
+
+  awaitable<void> send(beast::tcp_stream& stream, http::status status, std::string body, bool keep_alive,
+                       std::string_view content_type = "application/json", int retry_after = 0) {
+    http::response<http::string_body> response{status, 11};
+    response.set(http::field::server, "inflight");
+    response.set(http::field::content_type, content_type);
+    if (retry_after > 0) response.set(http::field::retry_after, std::to_string(retry_after));
+    response.keep_alive(keep_alive);
+    response.body() = std::move(body);
+    response.prepare_payload();
+    beast::error_code ec;
+    stream.expires_after(options.read_timeout);
+    co_await http::async_write(stream, response, asio::redirect_error(use_awaitable, ec));
+  }
+
+  awaitable<void> send_error(beast::tcp_stream& stream, const api_error& error, bool keep_alive) {
+    co_await send(stream, http::status(error.status), error_json(error), keep_alive, "application/json",
+                  error.status == 429 ? 1 : 0);
+  }
+
+  awaitable<void> session(beast::tcp_stream stream) {
+    beast::flat_buffer buffer;
+    for (;;) {
+      http::request_parser<http::string_body> parser;
+      parser.header_limit(uint32_t(options.header_limit));
+      parser.body_limit(options.body_limit);
+      beast::error_code ec;
+      stream.expires_after(options.read_timeout);
+      co_await http::async_read(stream, buffer, parser, asio::redirect_error(use_awaitable, ec));
+      if (ec == http::error::body_limit) {
+        co_await send_error(stream, make_error(413, "the request body is larger than " + std::to_string(options.body_limit) + " bytes"), false);
+        break;
+      }
+      if (ec == http::error::header_limit) {
+        co_await send_error(stream, make_error(431, "the request headers are too large"), false);
+        break;
+      }
+      if (ec) break;  // closed, timed out, or not HTTP
+      http::request<http::string_body> request = parser.release();
+      const bool keep_alive = request.keep_alive();
+      const bool open = co_await route(stream, request);
+      if (!open || !keep_alive) break;
+    }
+    beast::error_code ec;
+    stream.socket().shutdown(tcp::socket::shutdown_send, ec);
+  }
+
+  // Returns false when the connection must close (the client went away mid-response).
+  awaitable<bool> route(beast::tcp_stream& stream, http::request<http::string_body>& request) {
+    const std::string_view target(request.target().data(), request.target().size());
+    const std::string_view path = target.substr(0, target.find('?'));
+    const bool keep_alive = request.keep_alive();
+    const bool get = request.method() == http::verb::get, post = request.method() == http::verb::post;
+    if (path == "/health") {
+      if (!get) co_await send_error(stream, make_error(405, "use GET /health"), keep_alive);
+      else co_await send(stream, http::status::ok, R"({"status":"ok"})", keep_alive);
+    } else if (path == "/v1/models") {
+      if (!get) co_await send_error(stream, make_error(405, "use GET /v1/models"), keep_alive);
+      else co_await send(stream, http::status::ok, models_json(), keep_alive);
+    } else if (path == "/v1/completions" || path == "/v1/chat/completions") {
+      if (!post) {
+        co_await send_error(stream, make_error(405, "use POST " + std::string(path)), keep_alive);
+      } else {
+        const endpoint kind = path == "/v1/completions" ? endpoint::completions : endpoint::chat_completions;
+        co_return co_await completion(stream, request, kind);
+      }
+    } else {
+      co_await send_error(stream, make_error(404, "no such endpoint: " + std::string(path), "not_found_error"), keep_alive);
+    }
+    co_return true;
+  }
+
+  std::string models_json() const {
+    std::string body;
+    json_writer w(body);
+    w.begin_object().key("object").value("list").key("data").begin_array().begin_object();
+    w.key("id").value(options.model_name).key("object").value("model").key("owned_by").value("inflight");
+    w.end_object().end_array().end_object();
+    return body;
+  }
+
+  void forget(const std::vector<request_id>& ids) {
+    std::lock_guard lock(live_mutex);
+    for (const request_id id : ids) live.erase(id);
+  }
+
+  void cancel_all(const std::vector<request_id>& ids) {
+    for (const request_id id : ids) engine.cancel(id);
+  }
+
+  awaitable<bool> completion(beast::tcp_stream& stream, http::request<http::string_body>& request, endpoint kind) {
+    const bool keep_alive = request.keep_alive();
+    parse_result parsed = parse_request(kind, request.body(), options.limits);
+    if (const auto* error = std::get_if<api_error>(&parsed)) {
+      co_await send_error(stream, *error, keep_alive);
+      co_return true;
+    }
+    completion_request& req = std::get<completion_request>(parsed);
+    if (!req.model.empty() && req.model != options.model_name) {
+      co_await send_error(stream, make_error(404, "the model '" + req.model + "' does not exist", "not_found_error", "model"), keep_alive);
+      co_return true;
+    }
+    if (stopping) {
+      co_await send_error(stream, make_error(503, "the server is shutting down", "server_error"), false);
+      co_return false;
+    }
+
+    // One engine request per (prompt, n) pair; choice index = prompt * n + k, as OpenAI numbers them.
+    auto state = std::make_shared<exchange_state>(co_await asio::this_coro::executor);
+    std::vector<request_id> ids;
+    const size_t num_prompts = kind == endpoint::completions ? req.prompt_texts.size() + req.prompt_tokens.size() : 1;
+    for (size_t p = 0; p < num_prompts; ++p) {
+      for (int32_t k = 0; k < req.n; ++k) {
+        generation_params params = req.params;
+        if (kind == endpoint::chat_completions) params.messages = req.messages;
+        else if (p < req.prompt_texts.size()) params.prompt = req.prompt_texts[p];
+        else params.prompt_tokens = req.prompt_tokens[p - req.prompt_texts.size()];
+        // n > 1 with a seed: each choice its own draw, reproducibly.
+        if (params.sampling.seed && k > 0) *params.sampling.seed += uint64_t(k);
+        const int32_t index = int32_t(p) * req.n + k;
+        const request_id id = engine.submit(std::move(params), std::make_shared<choice_sink>(state, index));
+        ids.push_back(id);
+        std::lock_guard lock(live_mutex);
+        live.insert(id);
+      }
+    }
+    watch_for_disconnect(stream, state, ids);
+
+    const size_t num_choices = ids.size();
+    std::vector<std::string> texts(num_choices);
+    std::vector<generation_final> finals(num_choices);
+    std::vector<bool> started(num_choices, false);
+    size_t finished = 0;
+    bool streaming_started = false, client_gone = false;
+    const std::string id = std::string(kind == endpoint::completions ? "cmpl-" : "chatcmpl-") + std::to_string(++next_response_id);
+    const response_meta meta{id, int64_t(std::time(nullptr)), options.model_name};
+    std::string chunk;
+
+    // Streams SSE data lines; returns false when the client is gone.
+    auto write_event = [&](std::string_view json) -> awaitable<bool> {
+      std::string line = "data: ";
+      line.append(json);
+      line.append("\n\n");
+      beast::error_code ec;
+      stream.expires_after(options.read_timeout);
+      co_await asio::async_write(stream, http::make_chunk(asio::buffer(line)), asio::redirect_error(use_awaitable, ec));
+      co_return !ec;
+    };
+
+    while (finished < num_choices) {
+      std::deque<choice_event> batch;
+      {
+        std::lock_guard lock(state->mutex);
+        batch.swap(state->events);
+      }
+      if (batch.empty()) {
+        state->wake.expires_at(asio::steady_timer::time_point::max());
+        beast::error_code ec;
+        co_await state->wake.async_wait(asio::redirect_error(use_awaitable, ec));
+        continue;
+      }
+      for (choice_event& event : batch) {
+        const size_t c = size_t(event.index);
+        if (event.final) {
+          finals[c] = event.result;
+          ++finished;
+        } else {
+          texts[c] += event.text;
+        }
+        if (!req.stream || client_gone) continue;
+        // A refusal before anything was streamed still gets a proper HTTP error.
+        if (!streaming_started) {
+          if (event.final && event.result.error != request_error::none) continue;
+          streaming_started = true;
+          http::response<http::empty_body> head{http::status::ok, 11};
+          head.set(http::field::server, "inflight");
+          head.set(http::field::content_type, "text/event-stream");
+          head.set(http::field::cache_control, "no-cache");
+          head.keep_alive(keep_alive);
+          head.chunked(true);
+          http::response_serializer<http::empty_body> serializer{head};
+          beast::error_code ec;
+          co_await http::async_write_header(stream, serializer, asio::redirect_error(use_awaitable, ec));
+          if (ec) client_gone = true;
+        }
+        if (client_gone) continue;
+        choice_output out{event.index, event.final ? std::string_view() : std::string_view(event.text),
+                          event.final ? event.result.reason : engine::finish_reason::none};
+        chunk.clear();
+        write_chunk(chunk, kind, meta, out, !started[c]);
+        started[c] = true;
+        if (!co_await write_event(chunk)) client_gone = true;
+      }
+      if (client_gone) cancel_all(ids);  // the finals still come: wait for them, the blocks are freed by then
+    }
+    forget(ids);
+
+    // The first error, if any choice failed before or while generating.
+    for (const generation_final& result : finals) {
+      if (result.error == request_error::none) continue;
+      if (streaming_started) break;  // too late for a status; the chunks carried finish_reason "abort"
+      co_await send_error(stream, engine_error(result), keep_alive);
+      co_return !client_gone;
+    }
+    if (client_gone) co_return false;
+
+    usage_counts usage;
+    for (size_t c = 0; c < num_choices; ++c) {
+      if (c % size_t(req.n) == 0) usage.prompt_tokens += finals[c].prompt_tokens;  // once per prompt
+      usage.completion_tokens += finals[c].completion_tokens;
+    }
+    if (req.stream) {
+      if (req.include_usage) {
+        chunk.clear();
+        write_usage_chunk(chunk, kind, meta, usage);
+        if (!co_await write_event(chunk)) co_return false;
+      }
+      if (!co_await write_event("[DONE]")) co_return false;
+      beast::error_code ec;
+      co_await asio::async_write(stream, http::make_chunk_last(), asio::redirect_error(use_awaitable, ec));
+      co_return !ec;
+    }
+    std::vector<choice_output> choices;
+    for (size_t c = 0; c < num_choices; ++c) choices.push_back({int32_t(c), texts[c], finals[c].reason});
+    std::string body;
+    write_response(body, kind, meta, choices, usage);
+    co_await send(stream, http::status::ok, std::move(body), keep_alive);
+    co_return true;
+  }
+
+  // Waits for the socket to become readable while the request runs: end of stream there means the client
+  // closed the connection (a pipelined next request would be data instead), so its requests are
+  // cancelled at once rather than at the next failed write.
+  void watch_for_disconnect(beast::tcp_stream& stream, const std::shared_ptr<exchange_state>& state,
+                            const std::vector<request_id>& ids) {
+    tcp::socket& socket = stream.socket();
+    socket.async_wait(tcp::socket::wait_read, [this, &socket, state, ids](beast::error_code ec) {
+      if (ec) return;  // cancelled, or the socket is gone
+      char byte;
+      beast::error_code peek_error;
+      const size_t n = socket.receive(asio::buffer(&byte, 1), tcp::socket::message_peek, peek_error);
+      if (n == 0 || peek_error) {
+        cancel_all(ids);
+        state->wake.cancel();
+      }
+    });
+  }
+};
+
+http_server::http_server(inference_engine& engine, const server_options& options)
+    : impl_(std::make_unique<impl>(engine, options)) {}
+
+http_server::~http_server() { stop(); }
+
+uint16_t http_server::port() const { return impl_->acceptor.local_endpoint().port(); }
+
+void http_server::start() {
+  asio::co_spawn(impl_->acceptor.get_executor(), impl_->accept_loop(), asio::detached);
+  impl_->thread = std::thread([this] { impl_->io.run(); });
+}
+
+void http_server::stop() {
+  if (!impl_ || impl_->stopping.exchange(true)) return;
+  asio::post(impl_->acceptor.get_executor(), [this] {
+    beast::error_code ec;
+    impl_->acceptor.close(ec);
+  });
+  {
+    std::lock_guard lock(impl_->live_mutex);
+    for (const request_id id : impl_->live) impl_->engine.cancel(id);
+  }
+  // The sinks post onto this io_context: let every request in flight end before the context stops.
+  impl_->engine.wait_idle();
+  impl_->io.stop();
+  if (impl_->thread.joinable()) impl_->thread.join();
+}
+
+}  // namespace inflight::net

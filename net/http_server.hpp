@@ -1,0 +1,60 @@
+// The HTTP server (Boost.Beast, C++20 coroutines on one io_context thread): OpenAI-compatible
+// completions and chat completions, plain or streamed as server-sent events, over the engine. Beast
+// lives in http_server.cpp alone (each Beast translation unit costs half a minute to compile here);
+// this header includes none of it.
+//
+//   GET  /health                 200 {"status":"ok"}
+//   GET  /v1/models              the one model served
+//   POST /v1/completions         prompt(s) -> choices; "stream": true for SSE chunks ending with [DONE]
+//   POST /v1/chat/completions    messages -> choices
+//
+// Errors are OpenAI error objects: 400 for bad input (the field named), 404 for an unknown model or path,
+// 405, 413 (body too large), 431 (headers too large), 429 with Retry-After when the waiting queue is
+// full, 500 when the engine fails. A client that goes away mid-request cancels it: its KV blocks are freed.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "openai_request.hpp"
+
+namespace inflight {
+class inference_engine;
+class tokenizer;
+}  // namespace inflight
+
+namespace inflight::net {
+
+struct server_options {
+  std::string host = "127.0.0.1";
+  uint16_t port = 8000;  // 0: any free port (see http_server::port())
+  std::string model_name = "default";
+  size_t body_limit = size_t(1) << 20;
+  size_t header_limit = size_t(8) << 10;
+  std::chrono::seconds read_timeout{30};
+  request_limits limits;
+};
+
+class http_server {
+ public:
+  // Binds at once (throws std::runtime_error naming the address when it cannot); serves after start().
+  // `engine` must outlive the server.
+  http_server(inference_engine& engine, const server_options& options);
+  ~http_server();  // stop()
+  http_server(const http_server&) = delete;
+  http_server& operator=(const http_server&) = delete;
+
+  uint16_t port() const;
+  // Serves on a thread of its own.
+  void start();
+  // Stops accepting, cancels the requests in flight and waits for them, then stops the thread.
+  void stop();
+
+ private:
+  struct impl;
+  std::unique_ptr<impl> impl_;
+};
+
+}  // namespace inflight::net

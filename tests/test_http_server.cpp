@@ -1,0 +1,239 @@
+// The HTTP server in-process on a free port, driven by a plain Beast client: endpoints, OpenAI bodies,
+// SSE streaming, errors, overload, and a client that disconnects mid-stream (its KV blocks must come back).
+#include <utility>  // before asio (Boost 1.74 + g++ 12 in C++20)
+
+#include <doctest/doctest.h>
+
+#include <boost/asio.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+#include <simdjson.h>
+
+#include <chrono>
+#include <memory>
+#include <string>
+#include <thread>
+
+#include "http_server.hpp"
+#include "inflight/cpu_backend.hpp"
+#include "inflight/engine.hpp"
+#include "inflight/gguf.hpp"
+#include "inflight/tokenizer.hpp"
+
+using namespace inflight;
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace http = beast::http;
+using tcp = asio::ip::tcp;
+
+namespace {
+
+struct served_model {
+  std::unique_ptr<inference_engine> engine;
+  std::unique_ptr<net::http_server> server;
+  uint16_t port = 0;
+
+  explicit served_model(engine_options options = {}, net::server_options server_options = {}) {
+    auto file = gguf::gguf_file::open(INFLIGHT_DEFAULT_MODEL);
+    cpu_backend_options backend_options;
+    backend_options.max_step_sequences = options.max_num_seqs;
+    engine = inference_engine::create(std::make_unique<cpu_backend>(file, backend_options), tokenizer::from_gguf(*file),
+                                      chat_template::from_gguf(*file), options);
+    server_options.port = 0;
+    server_options.model_name = "test-model";
+    server = std::make_unique<net::http_server>(*engine, server_options);
+    server->start();
+    port = server->port();
+  }
+  ~served_model() { server->stop(); }
+};
+
+struct reply {
+  int status = 0;
+  std::string body;
+  std::string retry_after;
+};
+
+reply call(uint16_t port, http::verb method, const std::string& target, const std::string& body = {}) {
+  asio::io_context io;
+  beast::tcp_stream stream(io);
+  stream.connect(tcp::endpoint(asio::ip::make_address("127.0.0.1"), port));
+  http::request<http::string_body> request{method, target, 11};
+  request.set(http::field::host, "localhost");
+  request.set(http::field::content_type, "application/json");
+  request.body() = body;
+  request.prepare_payload();
+  http::write(stream, request);
+  beast::flat_buffer buffer;
+  http::response_parser<http::string_body> parser;
+  parser.body_limit(64 << 20);
+  http::read(stream, buffer, parser);
+  auto response = parser.release();
+  return {int(response.result_int()), response.body(), std::string(response[http::field::retry_after])};
+}
+
+reply post(uint16_t port, const std::string& target, const std::string& body) {
+  return call(port, http::verb::post, target, body);
+}
+
+simdjson::dom::element json(simdjson::dom::parser& parser, const std::string& text) {
+  simdjson::dom::element root;
+  INFO("body: " << text);
+  REQUIRE(parser.parse(text).get(root) == simdjson::SUCCESS);
+  return root;
+}
+
+std::string str(simdjson::dom::element element) {
+  std::string_view text;
+  REQUIRE(element.get_string().get(text) == simdjson::SUCCESS);
+  return std::string(text);
+}
+
+// The JSON payloads of an SSE body, in order ("[DONE]" included as is).
+std::vector<std::string> sse_events(const std::string& body) {
+  std::vector<std::string> events;
+  size_t at = 0;
+  while ((at = body.find("data: ", at)) != std::string::npos) {
+    const size_t end = body.find("\n\n", at);
+    REQUIRE(end != std::string::npos);
+    events.push_back(body.substr(at + 6, end - at - 6));
+    at = end + 2;
+  }
+  return events;
+}
+
+// Polls until `done` holds (bounded: a stuck server fails the REQUIRE that follows instead of hanging).
+template <class Condition>
+void wait_for(Condition done) {
+  for (int i = 0; i < 3000 && !done(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+}
+
+}  // namespace
+
+TEST_CASE("health, models, unknown paths and wrong methods") {
+  served_model served;
+  simdjson::dom::parser parser;
+  const reply health = call(served.port, http::verb::get, "/health");
+  CHECK(health.status == 200);
+  const reply models = call(served.port, http::verb::get, "/v1/models");
+  CHECK(models.status == 200);
+  CHECK(str(json(parser, models.body)["data"].at(0)["id"]) == "test-model");
+  const reply missing = call(served.port, http::verb::get, "/v2/nothing");
+  CHECK(missing.status == 404);
+  CHECK(str(json(parser, missing.body)["error"]["message"]).find("/v2/nothing") != std::string::npos);
+  CHECK(call(served.port, http::verb::get, "/v1/completions").status == 405);
+  CHECK(call(served.port, http::verb::post, "/health").status == 405);
+}
+
+TEST_CASE("completions plain and streamed give the same text") {
+  served_model served;
+  simdjson::dom::parser parser;
+  const std::string request = R"({"model": "test-model", "prompt": "The capital of France is", "max_tokens": 12, "temperature": 0)";
+  const reply plain = post(served.port, "/v1/completions", request + "}");
+  REQUIRE(plain.status == 200);
+  auto root = json(parser, plain.body);
+  const std::string text = str(root["choices"].at(0)["text"]);
+  CHECK(text.find("Paris") != std::string::npos);
+  CHECK(str(root["choices"].at(0)["finish_reason"]) == "length");
+  int64_t completion_tokens = 0;
+  REQUIRE(root["usage"]["completion_tokens"].get_int64().get(completion_tokens) == simdjson::SUCCESS);
+  CHECK(completion_tokens == 12);
+
+  const reply streamed = post(served.port, "/v1/completions", request + R"(, "stream": true, "stream_options": {"include_usage": true}})");
+  REQUIRE(streamed.status == 200);
+  const auto events = sse_events(streamed.body);
+  REQUIRE(events.size() >= 3);
+  CHECK(events.back() == "[DONE]");
+  std::string joined;
+  for (size_t i = 0; i + 2 < events.size(); ++i) joined += str(json(parser, events[i])["choices"].at(0)["text"]);
+  CHECK(joined == text);
+  CHECK(str(json(parser, events[events.size() - 3])["choices"].at(0)["finish_reason"]) == "length");
+  int64_t usage_tokens = 0;
+  REQUIRE(json(parser, events[events.size() - 2])["usage"]["completion_tokens"].get_int64().get(usage_tokens) == simdjson::SUCCESS);
+  CHECK(usage_tokens == 12);
+}
+
+TEST_CASE("chat completions, several prompts and n") {
+  served_model served;
+  simdjson::dom::parser parser;
+  const reply chat = post(served.port, "/v1/chat/completions",
+                          R"({"messages": [{"role": "user", "content": "What is the capital of France?"}], "max_tokens": 16, "temperature": 0})");
+  REQUIRE(chat.status == 200);
+  auto root = json(parser, chat.body);
+  CHECK(str(root["object"]) == "chat.completion");
+  CHECK(str(root["choices"].at(0)["message"]["role"]) == "assistant");
+  CHECK_FALSE(str(root["choices"].at(0)["message"]["content"]).empty());
+
+  const reply many = post(served.port, "/v1/completions", R"({"prompt": ["One, two,", "Red, green,"], "n": 2, "max_tokens": 4, "temperature": 0})");
+  REQUIRE(many.status == 200);
+  root = json(parser, many.body);
+  simdjson::dom::array choices;
+  REQUIRE(root["choices"].get_array().get(choices) == simdjson::SUCCESS);
+  REQUIRE(choices.size() == 4);
+  // Greedy: both choices of a prompt agree; the two prompts differ.
+  CHECK(str(choices.at(0)["text"]) == str(choices.at(1)["text"]));
+  CHECK(str(choices.at(2)["text"]) == str(choices.at(3)["text"]));
+  CHECK(str(choices.at(0)["text"]) != str(choices.at(2)["text"]));
+}
+
+TEST_CASE("bad requests get OpenAI errors with the right status") {
+  net::server_options options;
+  options.body_limit = 4096;
+  served_model served({}, options);
+  simdjson::dom::parser parser;
+  const reply bad_json = post(served.port, "/v1/completions", R"({"prompt": )");
+  CHECK(bad_json.status == 400);
+  CHECK(str(json(parser, bad_json.body)["error"]["message"]).find("invalid JSON") != std::string::npos);
+  const reply bad_field = post(served.port, "/v1/completions", R"({"prompt": "x", "temperature": -1})");
+  CHECK(bad_field.status == 400);
+  CHECK(str(json(parser, bad_field.body)["error"]["param"]) == "temperature");
+  const reply wrong_model = post(served.port, "/v1/completions", R"({"prompt": "x", "model": "gpt-9"})");
+  CHECK(wrong_model.status == 404);
+  CHECK(str(json(parser, wrong_model.body)["error"]["param"]) == "model");
+  const reply too_long = post(served.port, "/v1/completions", R"({"prompt": "x", "max_tokens": 9000})");
+  CHECK(too_long.status == 400);
+  CHECK(str(json(parser, too_long.body)["error"]["message"]).find("context length") != std::string::npos);
+  const reply too_big = post(served.port, "/v1/completions", R"({"prompt": ")" + std::string(8000, 'a') + R"("})");
+  CHECK(too_big.status == 413);
+  CHECK(served.engine->stats().kv_blocks_used == 0);
+}
+
+TEST_CASE("a full waiting queue answers 429 with Retry-After") {
+  engine_options options;
+  options.max_num_seqs = 1;
+  options.max_waiting = 1;
+  served_model served(options);
+  const std::string long_request = R"({"prompt": "x", "max_tokens": 300, "ignore_eos": true})";
+  std::thread first([&] { post(served.port, "/v1/completions", long_request); });
+  wait_for([&] { return served.engine->stats().running == 1; });
+  std::thread second([&] { post(served.port, "/v1/completions", long_request); });
+  wait_for([&] { return served.engine->stats().waiting == 1; });
+  REQUIRE(served.engine->stats().waiting == 1);
+  const reply refused = post(served.port, "/v1/completions", long_request);
+  CHECK(refused.status == 429);
+  CHECK(refused.retry_after == "1");
+  first.join();
+  second.join();
+}
+
+TEST_CASE("a client that disconnects mid-stream has its request cancelled and its blocks freed") {
+  served_model served;
+  asio::io_context io;
+  tcp::socket socket(io);
+  socket.connect(tcp::endpoint(asio::ip::make_address("127.0.0.1"), served.port));
+  const std::string body = R"({"prompt": "Once upon a time", "max_tokens": 4000, "ignore_eos": true, "stream": true})";
+  const std::string request = "POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: " +
+                              std::to_string(body.size()) + "\r\n\r\n" + body;
+  asio::write(socket, asio::buffer(request));
+  char buffer[4096];
+  size_t received = 0;
+  while (received < 2000) received += socket.read_some(asio::buffer(buffer));  // a few chunks are streaming
+  CHECK(served.engine->stats().running == 1);
+  socket.close();
+  wait_for([&] { return served.engine->stats().running == 0; });
+  const engine_stats stats = served.engine->stats();
+  CHECK(stats.running == 0);
+  CHECK(stats.cancelled == 1);
+  CHECK(stats.kv_blocks_used == 0);
+  CHECK(stats.generated_tokens < 4000);
+}
