@@ -20,7 +20,9 @@
 #include <thread>
 #include <vector>
 
+#include "inflight/detokenizer.hpp"
 #include "inflight/engine.hpp"
+#include "inflight/tokenizer.hpp"
 #include "json_writer.hpp"
 #include "openai_response.hpp"
 
@@ -96,6 +98,7 @@ api_error engine_error(const generation_final& result) {
 
 struct http_server::impl {
   inference_engine& engine;
+  std::shared_ptr<const tokenizer> tok;
   server_options options;
   asio::io_context io{1};
   tcp::acceptor acceptor;
@@ -105,7 +108,9 @@ struct http_server::impl {
   std::set<request_id> live;  // engine requests in flight, cancelled by stop()
   int64_t next_response_id = 0;
 
-  impl(inference_engine& e, const server_options& o) : engine(e), options(o), acceptor(asio::make_strand(io)) {
+  impl(inference_engine& e, std::shared_ptr<const tokenizer> t, const server_options& o)
+      : engine(e), tok(std::move(t)), options(o), acceptor(asio::make_strand(io)) {
+    if (!tok) throw std::invalid_argument("http_server: no tokenizer");
     beast::error_code ec;
     const tcp::endpoint at(asio::ip::make_address(options.host, ec), options.port);
     if (ec) throw std::runtime_error("invalid listen address '" + options.host + "'");
@@ -186,6 +191,10 @@ struct http_server::impl {
     } else if (path == "/v1/models") {
       if (!get) co_await send_error(stream, make_error(405, "use GET /v1/models"), keep_alive);
       else co_await send(stream, http::status::ok, models_json(), keep_alive);
+    } else if (path == "/tokenize" || path == "/detokenize") {
+      if (!post) co_await send_error(stream, make_error(405, "use POST " + std::string(path)), keep_alive);
+      else if (path == "/tokenize") co_await tokenize(stream, request.body(), keep_alive);
+      else co_await detokenize(stream, request.body(), keep_alive);
     } else if (path == "/v1/completions" || path == "/v1/chat/completions") {
       if (!post) {
         co_await send_error(stream, make_error(405, "use POST " + std::string(path)), keep_alive);
@@ -197,6 +206,38 @@ struct http_server::impl {
       co_await send_error(stream, make_error(404, "no such endpoint: " + std::string(path), "not_found_error"), keep_alive);
     }
     co_return true;
+  }
+
+  // The ids a completion with this prompt would start from (special-token text parsed, BOS as the
+  // model's metadata says), so clients can count before they ask.
+  awaitable<void> tokenize(beast::tcp_stream& stream, const std::string& body, bool keep_alive) {
+    auto parsed = parse_tokenize_request(body);
+    if (const auto* error = std::get_if<api_error>(&parsed)) co_return co_await send_error(stream, *error, keep_alive);
+    const std::vector<int32_t> ids = tok->encode(std::get<tokenize_request>(parsed).prompt, true);
+    std::string out;
+    json_writer w(out);
+    w.begin_object().key("tokens").begin_array();
+    for (const int32_t id : ids) w.value(id);
+    w.end_array().key("count").value(int64_t(ids.size())).end_object();
+    co_await send(stream, http::status::ok, std::move(out), keep_alive);
+  }
+
+  awaitable<void> detokenize(beast::tcp_stream& stream, const std::string& body, bool keep_alive) {
+    auto parsed = parse_detokenize_request(body);
+    if (const auto* error = std::get_if<api_error>(&parsed)) co_return co_await send_error(stream, *error, keep_alive);
+    std::string text;
+    incremental_detokenizer detokenizer(tok);  // valid UTF-8 out, whatever the ids
+    for (const int32_t id : std::get<detokenize_request>(parsed).tokens) {
+      if (id >= tok->vocab_size()) {
+        co_return co_await send_error(stream, make_error(400, "token id " + std::to_string(id) + " is out of range", "invalid_request_error", "tokens"), keep_alive);
+      }
+      detokenizer.push(id, text);
+    }
+    detokenizer.flush(text);
+    std::string out;
+    json_writer w(out);
+    w.begin_object().key("prompt").value(text).end_object();
+    co_await send(stream, http::status::ok, std::move(out), keep_alive);
   }
 
   std::string models_json() const {
@@ -376,8 +417,8 @@ struct http_server::impl {
   }
 };
 
-http_server::http_server(inference_engine& engine, const server_options& options)
-    : impl_(std::make_unique<impl>(engine, options)) {}
+http_server::http_server(inference_engine& engine, std::shared_ptr<const tokenizer> tok, const server_options& options)
+    : impl_(std::make_unique<impl>(engine, std::move(tok), options)) {}
 
 http_server::~http_server() { stop(); }
 

@@ -7,6 +7,8 @@
 //   GET  /v1/models              the one model served
 //   POST /v1/completions         prompt(s) -> choices; "stream": true for SSE chunks ending with [DONE]
 //   POST /v1/chat/completions    messages -> choices
+//   POST /tokenize               {"prompt"} -> {"tokens", "count"}: the ids the engine would see
+//   POST /detokenize             {"tokens"} -> {"prompt"}
 //
 // Errors are OpenAI error objects: 400 for bad input (the field named), 404 for an unknown model or path,
 // 405, 413 (body too large), 431 (headers too large), 429 with Retry-After when the waiting queue is
@@ -41,7 +43,7 @@ class http_server {
  public:
   // Binds at once (throws std::runtime_error naming the address when it cannot); serves after start().
   // `engine` must outlive the server.
-  http_server(inference_engine& engine, const server_options& options);
+  http_server(inference_engine& engine, std::shared_ptr<const tokenizer> tok, const server_options& options);
   ~http_server();  // stop()
   http_server(const http_server&) = delete;
   http_server& operator=(const http_server&) = delete;

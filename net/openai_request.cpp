@@ -315,9 +315,9 @@ std::optional<api_error> finish(endpoint kind, raw_fields& raw, completion_reque
   return std::nullopt;
 }
 
-}  // namespace
-
-parse_result parse_request(endpoint kind, std::string_view body, const request_limits& limits) {
+// Calls on_field(key, value) for each member of the body's top-level object; the first error wins.
+template <class OnField>
+std::optional<api_error> for_each_field(std::string_view body, OnField on_field) {
   thread_local simdjson::ondemand::parser parser;  // parsers are reusable but not thread-safe
   const simdjson::padded_string json(body);
   simdjson::ondemand::document document;
@@ -328,23 +328,59 @@ parse_result parse_request(endpoint kind, std::string_view body, const request_l
     return bad("", error == simdjson::INCORRECT_TYPE ? std::string("the request body must be a JSON object")
                                                      : std::string("invalid JSON: ") + simdjson::error_message(error));
   }
-  completion_request out;
-  out.kind = kind;
-  raw_fields raw;
   for (auto field : object) {
     std::string_view key;
     value v;
     if (auto error = field.unescaped_key().get(key))
       return bad("", std::string("invalid JSON: ") + simdjson::error_message(error));
     if (auto error = field.value().get(v)) return bad("", std::string("invalid JSON: ") + simdjson::error_message(error));
-    if (auto problem = read_field(kind, key, v, out, raw)) return *problem;
+    if (auto problem = on_field(key, v)) return problem;
   }
   // The object must be the whole document, and well-formed to its end (On-Demand reads lazily).
   // (current_location() succeeds only while there is something left to read.)
   const char* rest = nullptr;
   if (document.current_location().get(rest) == simdjson::SUCCESS)
     return bad("", "invalid JSON: trailing content after the request object");
+  return std::nullopt;
+}
+
+}  // namespace
+
+parse_result parse_request(endpoint kind, std::string_view body, const request_limits& limits) {
+  completion_request out;
+  out.kind = kind;
+  raw_fields raw;
+  if (auto problem = for_each_field(body, [&](std::string_view key, value& v) { return read_field(kind, key, v, out, raw); }))
+    return *problem;
   if (auto problem = finish(kind, raw, out, limits)) return *problem;
+  return out;
+}
+
+std::variant<tokenize_request, api_error> parse_tokenize_request(std::string_view body) {
+  tokenize_request out;
+  bool has_prompt = false;
+  auto problem = for_each_field(body, [&](std::string_view key, value& v) -> std::optional<api_error> {
+    if (key != "prompt") return std::nullopt;
+    has_prompt = true;
+    return read_string(v, "prompt", out.prompt);
+  });
+  if (problem) return *problem;
+  if (!has_prompt) return bad("prompt", "'prompt' is required");
+  return out;
+}
+
+std::variant<detokenize_request, api_error> parse_detokenize_request(std::string_view body) {
+  detokenize_request out;
+  bool has_tokens = false;
+  auto problem = for_each_field(body, [&](std::string_view key, value& v) -> std::optional<api_error> {
+    if (key != "tokens") return std::nullopt;
+    has_tokens = true;
+    simdjson::ondemand::array array;
+    if (type_of(v) != json_type::array || v.get_array().get(array)) return wrong_type("tokens", "an array of token ids");
+    return read_token_ids(array, "tokens", out.tokens);
+  });
+  if (problem) return *problem;
+  if (!has_tokens) return bad("tokens", "'tokens' is required");
   return out;
 }
 

@@ -58,4 +58,14 @@ using parse_result = std::variant<completion_request, api_error>;
 // Parses and validates one request body. Never throws for bad input; every error names its field.
 parse_result parse_request(endpoint kind, std::string_view body, const request_limits& limits = {});
 
+// POST /tokenize {"prompt": "text"} and POST /detokenize {"tokens": [ids]} (vLLM's extra endpoints).
+struct tokenize_request {
+  std::string prompt;
+};
+struct detokenize_request {
+  std::vector<int32_t> tokens;
+};
+std::variant<tokenize_request, api_error> parse_tokenize_request(std::string_view body);
+std::variant<detokenize_request, api_error> parse_detokenize_request(std::string_view body);
+
 }  // namespace inflight::net

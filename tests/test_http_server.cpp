@@ -2,6 +2,9 @@
 // SSE streaming, errors, overload, and a client that disconnects mid-stream (its KV blocks must come back).
 #include <utility>  // before asio (Boost 1.74 + g++ 12 in C++20)
 
+#include <sys/socket.h>
+#include <sys/time.h>
+
 #include <doctest/doctest.h>
 
 #include <boost/asio.hpp>
@@ -29,6 +32,7 @@ using tcp = asio::ip::tcp;
 namespace {
 
 struct served_model {
+  std::shared_ptr<const tokenizer> tok;
   std::unique_ptr<inference_engine> engine;
   std::unique_ptr<net::http_server> server;
   uint16_t port = 0;
@@ -37,11 +41,12 @@ struct served_model {
     auto file = gguf::gguf_file::open(INFLIGHT_DEFAULT_MODEL);
     cpu_backend_options backend_options;
     backend_options.max_step_sequences = options.max_num_seqs;
-    engine = inference_engine::create(std::make_unique<cpu_backend>(file, backend_options), tokenizer::from_gguf(*file),
+    tok = tokenizer::from_gguf(*file);
+    engine = inference_engine::create(std::make_unique<cpu_backend>(file, backend_options), tok,
                                       chat_template::from_gguf(*file), options);
     server_options.port = 0;
     server_options.model_name = "test-model";
-    server = std::make_unique<net::http_server>(*engine, server_options);
+    server = std::make_unique<net::http_server>(*engine, tok, server_options);
     server->start();
     port = server->port();
   }
@@ -236,4 +241,62 @@ TEST_CASE("a client that disconnects mid-stream has its request cancelled and it
   CHECK(stats.cancelled == 1);
   CHECK(stats.kv_blocks_used == 0);
   CHECK(stats.generated_tokens < 4000);
+}
+
+TEST_CASE("tokenize and detokenize round-trip the engine's ids") {
+  served_model served;
+  simdjson::dom::parser parser;
+  const reply tokens = post(served.port, "/tokenize", R"({"prompt": "The capital of France is"})");
+  REQUIRE(tokens.status == 200);
+  auto root = json(parser, tokens.body);
+  simdjson::dom::array ids;
+  REQUIRE(root["tokens"].get_array().get(ids) == simdjson::SUCCESS);
+  std::vector<int32_t> got;
+  for (simdjson::dom::element id : ids) got.push_back(int32_t(int64_t(id)));
+  CHECK(got == served.tok->encode("The capital of France is", true));
+  int64_t count = 0;
+  REQUIRE(root["count"].get_int64().get(count) == simdjson::SUCCESS);
+  CHECK(count == int64_t(got.size()));
+
+  std::string body = R"({"tokens": [)";
+  for (size_t i = 0; i < got.size(); ++i) body += (i ? "," : "") + std::to_string(got[i]);
+  const reply text = post(served.port, "/detokenize", body + "]}");
+  REQUIRE(text.status == 200);
+  CHECK(str(json(parser, text.body)["prompt"]) == served.tok->decode(got));
+
+  const reply out_of_range = post(served.port, "/detokenize", R"({"tokens": [1, 99999999]})");
+  CHECK(out_of_range.status == 400);
+  CHECK(str(json(parser, out_of_range.body)["error"]["param"]) == "tokens");
+  CHECK(post(served.port, "/tokenize", R"({"text": "x"})").status == 400);
+  CHECK(call(served.port, http::verb::get, "/tokenize").status == 405);
+}
+
+TEST_CASE("oversized headers get 431 and an idle connection is closed after the read timeout") {
+  net::server_options options;
+  options.header_limit = 1024;
+  options.read_timeout = std::chrono::seconds(1);
+  served_model served({}, options);
+  asio::io_context io;
+  {
+    beast::tcp_stream stream(io);
+    stream.connect(tcp::endpoint(asio::ip::make_address("127.0.0.1"), served.port));
+    http::request<http::string_body> request{http::verb::get, "/health", 11};
+    request.set(http::field::host, "localhost");
+    request.set("X-Padding", std::string(4000, 'p'));
+    http::write(stream, request);
+    beast::flat_buffer buffer;
+    http::response<http::string_body> response;
+    http::read(stream, buffer, response);
+    CHECK(response.result_int() == 431);
+  }
+  // Sends nothing: the server must close the connection (end of file here). A server that never does
+  // would leave the read to our own 30 s receive timeout, a different error.
+  tcp::socket idle(io);
+  idle.connect(tcp::endpoint(asio::ip::make_address("127.0.0.1"), served.port));
+  const timeval receive_timeout{30, 0};
+  setsockopt(idle.native_handle(), SOL_SOCKET, SO_RCVTIMEO, &receive_timeout, sizeof receive_timeout);
+  char byte;
+  beast::error_code ec;
+  idle.read_some(asio::buffer(&byte, 1), ec);
+  CHECK(ec == asio::error::eof);
 }

@@ -24,7 +24,7 @@ constexpr const char* serve_help = R"(usage: inflight serve [options]
 
 Serves the model over HTTP with an OpenAI-compatible API until interrupted (Ctrl-C or SIGTERM):
 POST /v1/completions, POST /v1/chat/completions (both with "stream": true for server-sent events),
-GET /v1/models, GET /health.
+GET /v1/models, GET /health, POST /tokenize, POST /detokenize.
 
   --model PATH          GGUF model (default: the model fetched by tools/setup.sh)
   --model-name NAME     the name clients use in "model" (default: the file name without .gguf)
@@ -91,7 +91,7 @@ int serve(const serve_options& options) {
   engine_config.max_num_seqs = options.max_num_seqs;
   engine_config.max_waiting = options.max_waiting;
   auto engine = inference_engine::create(std::move(model), tok, chat_template::from_gguf(*file), engine_config);
-  net::http_server server(*engine, options.server);
+  net::http_server server(*engine, tok, options.server);
   server.start();
   std::fprintf(stderr, "inflight serve: model '%s' on http://%s:%u\n", options.server.model_name.c_str(),
                options.server.host.c_str(), unsigned(server.port()));
