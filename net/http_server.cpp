@@ -104,6 +104,7 @@ struct http_server::impl {
   tcp::acceptor acceptor;
   std::thread thread;
   std::atomic<bool> stopping{false};
+  std::atomic<int> active_completions{0};  // from submit to the last byte of the response
   std::mutex live_mutex;
   std::set<request_id> live;  // engine requests in flight, cancelled by stop()
   int64_t next_response_id = 0;
@@ -185,8 +186,9 @@ struct http_server::impl {
     const std::string_view path = target.substr(0, target.find('?'));
     const bool keep_alive = request.keep_alive();
     const bool get = request.method() == http::verb::get, post = request.method() == http::verb::post;
-    if (path == "/health") {
-      if (!get) co_await send_error(stream, make_error(405, "use GET /health"), keep_alive);
+    if (path == "/health" || path == "/ready") {
+      // Both: the server only listens once the model is loaded and the engine runs.
+      if (!get) co_await send_error(stream, make_error(405, "use GET " + std::string(path)), keep_alive);
       else co_await send(stream, http::status::ok, R"({"status":"ok"})", keep_alive);
     } else if (path == "/v1/models") {
       if (!get) co_await send_error(stream, make_error(405, "use GET /v1/models"), keep_alive);
@@ -274,6 +276,12 @@ struct http_server::impl {
       co_await send_error(stream, make_error(503, "the server is shutting down", "server_error"), false);
       co_return false;
     }
+
+    ++active_completions;
+    struct completion_scope {
+      std::atomic<int>& count;
+      ~completion_scope() { --count; }
+    } scope{active_completions};
 
     // One engine request per (prompt, n) pair; choice index = prompt * n + k, as OpenAI numbers them.
     auto state = std::make_shared<exchange_state>(co_await asio::this_coro::executor);
@@ -429,18 +437,26 @@ void http_server::start() {
   impl_->thread = std::thread([this] { impl_->io.run(); });
 }
 
-void http_server::stop() {
+void http_server::stop(std::chrono::milliseconds grace) {
   if (!impl_ || impl_->stopping.exchange(true)) return;
   asio::post(impl_->acceptor.get_executor(), [this] {
     beast::error_code ec;
     impl_->acceptor.close(ec);
   });
+  // Let what runs finish and answer, for as long as the grace period allows.
+  auto wait_for_completions = [this](std::chrono::steady_clock::time_point until) {
+    while (impl_->active_completions > 0 && std::chrono::steady_clock::now() < until)
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  };
+  wait_for_completions(std::chrono::steady_clock::now() + grace);
   {
     std::lock_guard lock(impl_->live_mutex);
     for (const request_id id : impl_->live) impl_->engine.cancel(id);
   }
-  // The sinks post onto this io_context: let every request in flight end before the context stops.
+  // The sinks post onto this io_context: every request in flight must end before the context stops. The
+  // cancelled ones then get their responses out (finish_reason "abort"), within the write timeout.
   impl_->engine.wait_idle();
+  wait_for_completions(std::chrono::steady_clock::now() + std::chrono::seconds(5));
   impl_->io.stop();
   if (impl_->thread.joinable()) impl_->thread.join();
 }

@@ -3,7 +3,7 @@
 // lives in http_server.cpp alone (each Beast translation unit costs half a minute to compile here);
 // this header includes none of it.
 //
-//   GET  /health                 200 {"status":"ok"}
+//   GET  /health, /ready         200 {"status":"ok"} (the server listens only once the engine runs)
 //   GET  /v1/models              the one model served
 //   POST /v1/completions         prompt(s) -> choices; "stream": true for SSE chunks ending with [DONE]
 //   POST /v1/chat/completions    messages -> choices
@@ -51,8 +51,9 @@ class http_server {
   uint16_t port() const;
   // Serves on a thread of its own.
   void start();
-  // Stops accepting, cancels the requests in flight and waits for them, then stops the thread.
-  void stop();
+  // Stops accepting, lets the requests in flight finish for up to `grace`, cancels the rest (they end
+  // with finish_reason "abort"), waits for them, then stops the thread.
+  void stop(std::chrono::milliseconds grace = std::chrono::milliseconds(0));
 
  private:
   struct impl;

@@ -300,3 +300,31 @@ TEST_CASE("oversized headers get 431 and an idle connection is closed after the 
   idle.read_some(asio::buffer(&byte, 1), ec);
   CHECK(ec == asio::error::eof);
 }
+
+TEST_CASE("stopping lets running requests finish within the grace period and cancels the rest") {
+  for (const bool generous : {true, false}) {
+    served_model served;
+    simdjson::dom::parser parser;
+    reply answer;
+    std::thread client([&] { answer = post(served.port, "/v1/completions", R"({"prompt": "x", "max_tokens": 200, "ignore_eos": true})"); });
+    wait_for([&] { return served.engine->stats().running == 1; });
+    REQUIRE(served.engine->stats().running == 1);
+    served.server->stop(generous ? std::chrono::milliseconds(120000) : std::chrono::milliseconds(0));
+    client.join();
+    REQUIRE(answer.status == 200);
+    auto choice = json(parser, answer.body)["choices"].at(0);
+    CHECK(str(choice["finish_reason"]) == (generous ? "length" : "abort"));
+    CHECK(served.engine->stats().kv_blocks_used == 0);
+    // No longer listening.
+    asio::io_context io;
+    tcp::socket socket(io);
+    beast::error_code ec;
+    socket.connect(tcp::endpoint(asio::ip::make_address("127.0.0.1"), served.port), ec);
+    CHECK(ec);
+  }
+}
+
+TEST_CASE("ready once the engine runs") {
+  served_model served;
+  CHECK(call(served.port, http::verb::get, "/ready").status == 200);
+}

@@ -1,6 +1,7 @@
 // `inflight serve`: the OpenAI-compatible HTTP server over the engine, until SIGINT or SIGTERM.
 #include <signal.h>
 
+#include <chrono>
 #include <cstdio>
 #include <exception>
 #include <memory>
@@ -24,7 +25,7 @@ constexpr const char* serve_help = R"(usage: inflight serve [options]
 
 Serves the model over HTTP with an OpenAI-compatible API until interrupted (Ctrl-C or SIGTERM):
 POST /v1/completions, POST /v1/chat/completions (both with "stream": true for server-sent events),
-GET /v1/models, GET /health, POST /tokenize, POST /detokenize.
+GET /v1/models, GET /health, GET /ready, POST /tokenize, POST /detokenize.
 
   --model PATH          GGUF model (default: the model fetched by tools/setup.sh)
   --model-name NAME     the name clients use in "model" (default: the file name without .gguf)
@@ -34,6 +35,8 @@ GET /v1/models, GET /health, POST /tokenize, POST /detokenize.
   --max-waiting N       waiting requests at most; beyond, 429 (default 1024)
   --threads N           CPU threads for the model (default: all cores)
   --kv-cache-mb N       KV cache memory (default 1024)
+  --shutdown-grace-s N  on SIGINT/SIGTERM, let running requests finish for up to N seconds, then
+                        cancel the rest (default 10)
 )";
 
 struct serve_options {
@@ -43,6 +46,7 @@ struct serve_options {
   int32_t max_num_seqs = 64, max_waiting = 1024;
   int threads = 0;
   int64_t kv_cache_mb = 1024;
+  std::chrono::milliseconds shutdown_grace{10000};
 };
 
 serve_options parse(int argc, char** argv) {
@@ -58,6 +62,7 @@ serve_options parse(int argc, char** argv) {
     else if (name == "max-waiting") options.max_waiting = int32_t(reader.int_value(0, 1 << 20));
     else if (name == "threads") options.threads = int(reader.int_value(1, 1024));
     else if (name == "kv-cache-mb") options.kv_cache_mb = reader.int_value(1, 1 << 20);
+    else if (name == "shutdown-grace-s") options.shutdown_grace = std::chrono::milliseconds(1000 * reader.int_value(0, 3600));
     else throw usage_error("unknown option --" + name);
   }
   if (!options.model_name_given) {
@@ -99,7 +104,7 @@ int serve(const serve_options& options) {
   int signal_number = 0;
   sigwait(&shutdown_signals, &signal_number);
   std::fprintf(stderr, "inflight serve: %s, stopping\n", signal_number == SIGINT ? "interrupted" : "terminated");
-  server.stop();
+  server.stop(options.shutdown_grace);
   return 0;
 }
 
