@@ -11,6 +11,7 @@
 #include <boost/beast/http.hpp>
 
 #include <atomic>
+#include <condition_variable>
 #include <ctime>
 #include <deque>
 #include <mutex>
@@ -25,6 +26,7 @@
 #include "inflight/tokenizer.hpp"
 #include "json_writer.hpp"
 #include "openai_response.hpp"
+#include "server_metrics.hpp"
 
 namespace inflight::net {
 
@@ -38,9 +40,12 @@ using asio::use_awaitable;
 namespace {
 
 // What one choice's engine request reports, queued for the connection's coroutine.
+using clock = std::chrono::steady_clock;
+
 struct choice_event {
   int32_t index = 0;
   bool final = false;
+  clock::time_point at = clock::now();  // when the engine produced it (for the latency metrics)
   std::string text;
   generation_final result;  // when final
 };
@@ -66,9 +71,11 @@ class choice_sink final : public generation_sink {
  public:
   choice_sink(std::shared_ptr<exchange_state> state, int32_t index) : state_(std::move(state)), index_(index) {}
   void on_delta(const generation_delta& delta) override {
-    if (!delta.text.empty()) state_->push({index_, false, delta.text, {}});
+    if (!delta.text.empty()) state_->push({index_, false, clock::now(), delta.text, {}});
   }
-  void on_final(const generation_final& final_event) override { state_->push({index_, true, {}, final_event}); }
+  void on_final(const generation_final& final_event) override {
+    state_->push({index_, true, clock::now(), {}, final_event});
+  }
 
  private:
   std::shared_ptr<exchange_state> state_;
@@ -105,6 +112,24 @@ struct http_server::impl {
   std::thread thread;
   std::atomic<bool> stopping{false};
   std::atomic<int> active_completions{0};  // from submit to the last byte of the response
+  server_metrics metrics;  // io thread only
+  // The engine's counters, refreshed off the io thread (a blocking actor round-trip) once a second.
+  std::thread stats_thread;
+  std::mutex stats_mutex;
+  std::condition_variable stats_wakeup;
+  bool stats_stop = false;
+  engine_stats latest_stats;
+
+  void refresh_stats() {
+    std::unique_lock lock(stats_mutex);
+    while (!stats_stop) {
+      lock.unlock();
+      const engine_stats snapshot = engine.stats();
+      lock.lock();
+      latest_stats = snapshot;
+      stats_wakeup.wait_for(lock, std::chrono::seconds(1), [this] { return stats_stop; });
+    }
+  }
   std::mutex live_mutex;
   std::set<request_id> live;  // engine requests in flight, cancelled by stop()
   int64_t next_response_id = 0;
@@ -193,6 +218,16 @@ struct http_server::impl {
     } else if (path == "/v1/models") {
       if (!get) co_await send_error(stream, make_error(405, "use GET /v1/models"), keep_alive);
       else co_await send(stream, http::status::ok, models_json(), keep_alive);
+    } else if (path == "/metrics") {
+      if (!get) {
+        co_await send_error(stream, make_error(405, "use GET /metrics"), keep_alive);
+      } else {
+        {
+          std::lock_guard lock(stats_mutex);
+          metrics.set_engine_stats(latest_stats);
+        }
+        co_await send(stream, http::status::ok, metrics.render(), keep_alive, "text/plain; version=0.0.4");
+      }
     } else if (path == "/tokenize" || path == "/detokenize") {
       if (!post) co_await send_error(stream, make_error(405, "use POST " + std::string(path)), keep_alive);
       else if (path == "/tokenize") co_await tokenize(stream, request.body(), keep_alive);
@@ -262,13 +297,16 @@ struct http_server::impl {
 
   awaitable<bool> completion(beast::tcp_stream& stream, http::request<http::string_body>& request, endpoint kind) {
     const bool keep_alive = request.keep_alive();
+    const clock::time_point started_at = clock::now();
     parse_result parsed = parse_request(kind, request.body(), options.limits);
     if (const auto* error = std::get_if<api_error>(&parsed)) {
+      metrics.record_rejection(error->status);
       co_await send_error(stream, *error, keep_alive);
       co_return true;
     }
     completion_request& req = std::get<completion_request>(parsed);
     if (!req.model.empty() && req.model != options.model_name) {
+      metrics.record_rejection(404);
       co_await send_error(stream, make_error(404, "the model '" + req.model + "' does not exist", "not_found_error", "model"), keep_alive);
       co_return true;
     }
@@ -308,6 +346,7 @@ struct http_server::impl {
     std::vector<std::string> texts(num_choices);
     std::vector<generation_final> finals(num_choices);
     std::vector<bool> started(num_choices, false);
+    std::vector<clock::time_point> last_text_at(num_choices);
     size_t finished = 0;
     bool streaming_started = false, client_gone = false;
     const std::string id = std::string(kind == endpoint::completions ? "cmpl-" : "chatcmpl-") + std::to_string(++next_response_id);
@@ -342,8 +381,17 @@ struct http_server::impl {
         if (event.final) {
           finals[c] = event.result;
           ++finished;
+          if (event.result.error == request_error::none) {
+            metrics.record_finish(event.result.reason);
+            metrics.observe_end_to_end(std::chrono::duration<double>(event.at - started_at).count());
+          }
         } else {
           texts[c] += event.text;
+          if (last_text_at[c] == clock::time_point{})
+            metrics.observe_time_to_first_token(std::chrono::duration<double>(event.at - started_at).count());
+          else
+            metrics.observe_inter_token_latency(std::chrono::duration<double>(event.at - last_text_at[c]).count());
+          last_text_at[c] = event.at;
         }
         if (!req.stream || client_gone) continue;
         // A refusal before anything was streamed still gets a proper HTTP error.
@@ -377,6 +425,7 @@ struct http_server::impl {
     for (const generation_final& result : finals) {
       if (result.error == request_error::none) continue;
       if (streaming_started) break;  // too late for a status; the chunks carried finish_reason "abort"
+      metrics.record_rejection(engine_error(result).status);
       co_await send_error(stream, engine_error(result), keep_alive);
       co_return !client_gone;
     }
@@ -435,6 +484,7 @@ uint16_t http_server::port() const { return impl_->acceptor.local_endpoint().por
 void http_server::start() {
   asio::co_spawn(impl_->acceptor.get_executor(), impl_->accept_loop(), asio::detached);
   impl_->thread = std::thread([this] { impl_->io.run(); });
+  impl_->stats_thread = std::thread([this] { impl_->refresh_stats(); });
 }
 
 void http_server::stop(std::chrono::milliseconds grace) {
@@ -457,6 +507,12 @@ void http_server::stop(std::chrono::milliseconds grace) {
   // cancelled ones then get their responses out (finish_reason "abort"), within the write timeout.
   impl_->engine.wait_idle();
   wait_for_completions(std::chrono::steady_clock::now() + std::chrono::seconds(5));
+  {
+    std::lock_guard lock(impl_->stats_mutex);
+    impl_->stats_stop = true;
+  }
+  impl_->stats_wakeup.notify_all();
+  if (impl_->stats_thread.joinable()) impl_->stats_thread.join();
   impl_->io.stop();
   if (impl_->thread.joinable()) impl_->thread.join();
 }

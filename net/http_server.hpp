@@ -9,6 +9,8 @@
 //   POST /v1/chat/completions    messages -> choices
 //   POST /tokenize               {"prompt"} -> {"tokens", "count"}: the ids the engine would see
 //   POST /detokenize             {"tokens"} -> {"prompt"}
+//   GET  /metrics                Prometheus text: outcomes, TTFT / inter-token / end-to-end histograms,
+//                                the engine's queues, KV blocks, prefix-cache hit rate, token counters
 //
 // Errors are OpenAI error objects: 400 for bad input (the field named), 404 for an unknown model or path,
 // 405, 413 (body too large), 431 (headers too large), 429 with Retry-After when the waiting queue is

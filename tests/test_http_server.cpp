@@ -328,3 +328,26 @@ TEST_CASE("ready once the engine runs") {
   served_model served;
   CHECK(call(served.port, http::verb::get, "/ready").status == 200);
 }
+
+TEST_CASE("metrics report outcomes, latencies and the engine's state in Prometheus format") {
+  served_model served;
+  REQUIRE(post(served.port, "/v1/completions", R"({"prompt": "Once upon a time", "max_tokens": 12, "ignore_eos": true, "stream": true})").status == 200);
+  REQUIRE(post(served.port, "/v1/completions", R"({"prompt": "x", "top_p": 7})").status == 400);
+  // The engine's numbers are a snapshot refreshed once a second: wait for it to show the request.
+  std::string text;
+  wait_for([&] {
+    text = call(served.port, http::verb::get, "/metrics").body;
+    return text.find("inflight_generation_tokens_total 12\n") != std::string::npos;
+  });
+  INFO(text);
+  CHECK(text.find("# TYPE inflight_time_to_first_token_seconds histogram\n") != std::string::npos);
+  CHECK(text.find("inflight_requests_finished_total{finish_reason=\"length\"} 1\n") != std::string::npos);
+  CHECK(text.find("inflight_requests_rejected_total{status=\"400\"} 1\n") != std::string::npos);
+  CHECK(text.find("inflight_time_to_first_token_seconds_count 1\n") != std::string::npos);
+  CHECK(text.find("inflight_time_to_first_token_seconds_bucket{le=\"+Inf\"} 1\n") != std::string::npos);
+  CHECK(text.find("inflight_e2e_request_latency_seconds_count 1\n") != std::string::npos);
+  CHECK(text.find("inflight_inter_token_latency_seconds_count 0\n") == std::string::npos);  // some gaps seen
+  CHECK(text.find("inflight_generation_tokens_total 12\n") != std::string::npos);
+  CHECK(text.find("inflight_kv_blocks_used 0\n") != std::string::npos);
+  CHECK(text.find("inflight_num_requests_running 0\n") != std::string::npos);
+}

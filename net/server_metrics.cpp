@@ -1,0 +1,106 @@
+#include "server_metrics.hpp"
+
+#include <cstdio>
+
+namespace inflight::net {
+
+namespace {
+
+void append_number(std::string& out, double value) {
+  char buffer[40];
+  std::snprintf(buffer, sizeof buffer, "%.9g", value);
+  out += buffer;
+}
+
+void header(std::string& out, const std::string& name, const char* type, const std::string& help) {
+  out += "# HELP " + name + " " + help + "\n# TYPE " + name + " " + type + "\n";
+}
+
+void sample(std::string& out, const std::string& name, double value) {
+  out += name;
+  out += ' ';
+  append_number(out, value);
+  out += '\n';
+}
+
+void metric(std::string& out, const std::string& name, const char* type, const std::string& help, double value) {
+  header(out, name, type, help);
+  sample(out, name, value);
+}
+
+}  // namespace
+
+histogram::histogram(std::vector<double> upper_bounds)
+    : bounds_(std::move(upper_bounds)), counts_(bounds_.size() + 1, 0) {}
+
+void histogram::observe(double value) {
+  size_t bucket = 0;
+  while (bucket < bounds_.size() && value > bounds_[bucket]) ++bucket;
+  ++counts_[bucket];
+  sum_ += value;
+  ++count_;
+}
+
+void histogram::render(std::string& out, const std::string& name, const std::string& help) const {
+  header(out, name, "histogram", help);
+  uint64_t cumulative = 0;
+  for (size_t i = 0; i <= bounds_.size(); ++i) {
+    cumulative += counts_[i];
+    out += name + "_bucket{le=\"";
+    if (i < bounds_.size()) append_number(out, bounds_[i]);
+    else out += "+Inf";
+    out += "\"} " + std::to_string(cumulative) + "\n";
+  }
+  sample(out, name + "_sum", sum_);
+  out += name + "_count " + std::to_string(count_) + "\n";
+}
+
+server_metrics::server_metrics()
+    : time_to_first_token_({0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30}),
+      inter_token_latency_({0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1}),
+      end_to_end_({0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300}) {}
+
+void server_metrics::record_finish(engine::finish_reason reason) { ++finished_[size_t(reason)]; }
+
+void server_metrics::record_rejection(int http_status) {
+  for (auto& [status, count] : rejected_) {
+    if (status == http_status) {
+      ++count;
+      return;
+    }
+  }
+  rejected_.emplace_back(http_status, 1);
+}
+
+std::string server_metrics::render() const {
+  std::string out;
+  header(out, "inflight_requests_finished_total", "counter", "Generation requests (choices) by finish reason.");
+  for (size_t r = 1; r < finished_.size(); ++r) {
+    out += "inflight_requests_finished_total{finish_reason=\"";
+    out += engine::to_string(engine::finish_reason(r));
+    out += "\"} " + std::to_string(finished_[r]) + "\n";
+  }
+  header(out, "inflight_requests_rejected_total", "counter", "Completion requests refused with an HTTP error, by status.");
+  for (const auto& [status, count] : rejected_)
+    out += "inflight_requests_rejected_total{status=\"" + std::to_string(status) + "\"} " + std::to_string(count) + "\n";
+  time_to_first_token_.render(out, "inflight_time_to_first_token_seconds", "From request to the first generated text.");
+  inter_token_latency_.render(out, "inflight_inter_token_latency_seconds", "Between consecutive streamed text deltas.");
+  end_to_end_.render(out, "inflight_e2e_request_latency_seconds", "From request to the last token.");
+
+  const engine_stats& e = engine_;
+  metric(out, "inflight_num_requests_running", "gauge", "Sequences in the running batch.", e.running);
+  metric(out, "inflight_num_requests_waiting", "gauge", "Sequences waiting for admission.", e.waiting);
+  metric(out, "inflight_kv_blocks_used", "gauge", "KV-cache blocks held by sequences.", e.kv_blocks_used);
+  metric(out, "inflight_kv_blocks_cached", "gauge", "Free KV-cache blocks still holding a reusable prefix.", e.kv_blocks_cached);
+  metric(out, "inflight_kv_blocks_free", "gauge", "Empty KV-cache blocks.", e.kv_blocks_free);
+  metric(out, "inflight_prefix_cache_hit_rate", "gauge", "Share of prompt tokens found in the prefix cache.",
+         e.prefix_queried_tokens ? double(e.prefix_hit_tokens) / double(e.prefix_queried_tokens) : 0.0);
+  metric(out, "inflight_prompt_tokens_total", "counter", "Prompt tokens computed (recomputation included).",
+         double(e.prompt_tokens_computed));
+  metric(out, "inflight_generation_tokens_total", "counter", "Tokens generated.", double(e.generated_tokens));
+  metric(out, "inflight_preemptions_total", "counter", "Sequences preempted for lack of KV blocks.", double(e.preemptions));
+  metric(out, "inflight_engine_steps_total", "counter", "Engine steps run.", double(e.steps));
+  return out;
+}
+
+}  // namespace inflight::net

@@ -1,0 +1,53 @@
+// What GET /metrics reports, in Prometheus' text format (version 0.0.4): request outcomes and latency
+// histograms measured by the HTTP server, plus a snapshot of the engine's own counters and gauges.
+//
+// Not thread-safe on purpose: the server updates and renders it on its one io thread. The engine snapshot
+// is refreshed by a separate thread (engine stats are a blocking actor round-trip, which must not run on
+// the io thread) and handed in through set_engine_stats under the server's lock.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "inflight/engine.hpp"
+
+namespace inflight::net {
+
+// A cumulative histogram with fixed upper bounds (seconds), as Prometheus expects.
+class histogram {
+ public:
+  explicit histogram(std::vector<double> upper_bounds);
+  void observe(double value);
+  // Appends the _bucket, _sum and _count lines.
+  void render(std::string& out, const std::string& name, const std::string& help) const;
+
+ private:
+  std::vector<double> bounds_;
+  std::vector<uint64_t> counts_;  // per bucket, not cumulative; the last one is +Inf
+  double sum_ = 0;
+  uint64_t count_ = 0;
+};
+
+class server_metrics {
+ public:
+  server_metrics();
+
+  void record_finish(engine::finish_reason reason);
+  void record_rejection(int http_status);  // a request refused before generating (4xx/5xx)
+  void observe_time_to_first_token(double seconds) { time_to_first_token_.observe(seconds); }
+  void observe_inter_token_latency(double seconds) { inter_token_latency_.observe(seconds); }
+  void observe_end_to_end(double seconds) { end_to_end_.observe(seconds); }
+  void set_engine_stats(const engine_stats& stats) { engine_ = stats; }
+
+  std::string render() const;
+
+ private:
+  std::array<uint64_t, 7> finished_{};  // by engine::finish_reason
+  std::vector<std::pair<int, uint64_t>> rejected_;  // (status, count)
+  histogram time_to_first_token_, inter_token_latency_, end_to_end_;
+  engine_stats engine_;
+};
+
+}  // namespace inflight::net
