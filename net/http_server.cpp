@@ -9,13 +9,16 @@
 #include <boost/asio.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
+#include <boost/beast/websocket.hpp>
 
 #include <atomic>
 #include <condition_variable>
 #include <ctime>
 #include <deque>
+#include <algorithm>
 #include <mutex>
 #include <set>
+#include <unordered_map>
 #include <stdexcept>
 #include <string_view>
 #include <thread>
@@ -33,6 +36,7 @@ namespace inflight::net {
 namespace asio = boost::asio;
 namespace beast = boost::beast;
 namespace http = beast::http;
+namespace websocket = beast::websocket;
 using tcp = asio::ip::tcp;
 using asio::awaitable;
 using asio::use_awaitable;
@@ -197,6 +201,11 @@ struct http_server::impl {
       }
       if (ec) break;  // closed, timed out, or not HTTP
       http::request<http::string_body> request = parser.release();
+      if (websocket::is_upgrade(request)) {
+        if (request.target() == "/v1/ws") co_return co_await ws_session(std::move(stream), std::move(request));
+        co_await send_error(stream, make_error(404, "WebSocket endpoint is /v1/ws", "not_found_error"), false);
+        break;
+      }
       const bool keep_alive = request.keep_alive();
       const bool open = co_await route(stream, request);
       if (!open || !keep_alive) break;
@@ -453,6 +462,219 @@ struct http_server::impl {
     write_response(body, kind, meta, choices, usage);
     co_await send(stream, http::status::ok, std::move(body), keep_alive);
     co_return true;
+  }
+
+  // ---- WebSocket /v1/ws -------------------------------------------------------------------------------
+  //
+  // Client -> server, one JSON text frame per message:
+  //   {"id": ID, "type": "completion" | "chat", ...the /v1/completions or /v1/chat/completions fields}
+  //   {"id": ID, "type": "cancel"}
+  // Server -> client:
+  //   {"id": ID, "type": "delta", "index": i, "text": "..."}            per piece of text
+  //   {"id": ID, "type": "done", "choices": [{"index", "finish_reason"}], "usage": {...}}
+  //   {"id": ID, "type": "error", "error": {...}}                       the request was refused
+  // Several requests may run at once on one socket; closing it cancels them all.
+  struct ws_request {
+    std::vector<request_id> engine_ids;
+    std::vector<generation_final> finals;
+    size_t finished = 0;
+    int32_t n = 1;
+  };
+
+  struct ws_event {
+    std::string client_id;  // JSON
+    int32_t index = 0;
+    bool final = false;
+    std::string text;
+    generation_final result;
+  };
+
+  struct ws_state : std::enable_shared_from_this<ws_state> {
+    explicit ws_state(asio::any_io_executor strand) : strand(strand), wake(strand) {}
+    asio::any_io_executor strand;
+    asio::steady_timer wake;
+    std::mutex mutex;
+    std::deque<ws_event> events;  // from the engine's sinks
+    // Strand-only from here on.
+    std::deque<std::string> outgoing;  // frames for the writer
+    std::unordered_map<std::string, ws_request> requests;  // by client id (JSON)
+    bool reader_done = false;
+
+    void push(ws_event event) {
+      {
+        std::lock_guard lock(mutex);
+        events.push_back(std::move(event));
+      }
+      asio::post(strand, [self = shared_from_this()]() { self->wake.cancel(); });
+    }
+  };
+
+  class ws_sink final : public generation_sink {
+   public:
+    ws_sink(std::shared_ptr<ws_state> state, std::string client_id, int32_t index)
+        : state_(std::move(state)), client_id_(std::move(client_id)), index_(index) {}
+    void on_delta(const generation_delta& delta) override {
+      if (!delta.text.empty()) state_->push({client_id_, index_, false, delta.text, {}});
+    }
+    void on_final(const generation_final& final_event) override { state_->push({client_id_, index_, true, {}, final_event}); }
+
+   private:
+    std::shared_ptr<ws_state> state_;
+    std::string client_id_;
+    int32_t index_;
+  };
+
+  static std::string ws_error_frame(const std::string& client_id, const api_error& error) {
+    std::string body;
+    write_error(body, error);  // {"error": {...}}
+    return "{\"id\":" + (client_id.empty() ? std::string("null") : client_id) + ",\"type\":\"error\"," + body.substr(1);
+  }
+
+  // One message from the client: submit, cancel, or an error frame back.
+  void ws_message(ws_state& state, const std::string& text) {
+    auto envelope = parse_ws_envelope(text);
+    if (const auto* error = std::get_if<api_error>(&envelope)) {
+      state.outgoing.push_back(ws_error_frame({}, *error));
+      return;
+    }
+    const ws_envelope& env = std::get<ws_envelope>(envelope);
+    if (env.type == ws_envelope::kind::cancel) {
+      if (const auto found = state.requests.find(env.id_json); found != state.requests.end())
+        for (const request_id id : found->second.engine_ids) engine.cancel(id);
+      return;
+    }
+    if (state.requests.contains(env.id_json)) {
+      state.outgoing.push_back(ws_error_frame(env.id_json, make_error(400, "a request with this id is still running", "invalid_request_error", "id")));
+      return;
+    }
+    const endpoint kind = env.type == ws_envelope::kind::chat ? endpoint::chat_completions : endpoint::completions;
+    parse_result parsed = parse_request(kind, text, options.limits);
+    if (const auto* error = std::get_if<api_error>(&parsed)) {
+      state.outgoing.push_back(ws_error_frame(env.id_json, *error));
+      return;
+    }
+    completion_request& req = std::get<completion_request>(parsed);
+    if (stopping) {
+      state.outgoing.push_back(ws_error_frame(env.id_json, make_error(503, "the server is shutting down", "server_error")));
+      return;
+    }
+    ws_request& running = state.requests[env.id_json];
+    running.n = req.n;
+    const size_t num_prompts = kind == endpoint::completions ? req.prompt_texts.size() + req.prompt_tokens.size() : 1;
+    ++active_completions;
+    for (size_t p = 0; p < num_prompts; ++p) {
+      for (int32_t k = 0; k < req.n; ++k) {
+        generation_params params = req.params;
+        if (kind == endpoint::chat_completions) params.messages = req.messages;
+        else if (p < req.prompt_texts.size()) params.prompt = req.prompt_texts[p];
+        else params.prompt_tokens = req.prompt_tokens[p - req.prompt_texts.size()];
+        if (params.sampling.seed && k > 0) *params.sampling.seed += uint64_t(k);
+        const int32_t index = int32_t(p) * req.n + k;
+        const request_id id = engine.submit(std::move(params), std::make_shared<ws_sink>(state.shared_from_this(), env.id_json, index));
+        running.engine_ids.push_back(id);
+        std::lock_guard lock(live_mutex);
+        live.insert(id);
+      }
+    }
+    running.finals.resize(running.engine_ids.size());
+  }
+
+  // Engine events -> frames; a request's "done" (or "error") once all its choices have ended.
+  void ws_drain(ws_state& state) {
+    std::deque<ws_event> batch;
+    {
+      std::lock_guard lock(state.mutex);
+      batch.swap(state.events);
+    }
+    for (ws_event& event : batch) {
+      const auto found = state.requests.find(event.client_id);
+      if (found == state.requests.end()) continue;
+      ws_request& request = found->second;
+      std::string frame;
+      json_writer w(frame);
+      if (!event.final) {
+        w.begin_object().key("id").raw(event.client_id);  // as the client wrote it
+        w.key("type").value("delta").key("index").value(event.index).key("text").value(event.text).end_object();
+        state.outgoing.push_back(std::move(frame));
+        continue;
+      }
+      request.finals[size_t(event.index)] = event.result;
+      if (++request.finished < request.finals.size()) continue;
+      forget(request.engine_ids);
+      --active_completions;
+      const auto failed = std::find_if(request.finals.begin(), request.finals.end(),
+                                       [](const generation_final& f) { return f.error != request_error::none; });
+      if (failed != request.finals.end()) {
+        state.outgoing.push_back(ws_error_frame(event.client_id, engine_error(*failed)));
+      } else {
+        usage_counts usage;
+        w.begin_object().key("id").raw(event.client_id);
+        w.key("type").value("done").key("choices").begin_array();
+        for (size_t c = 0; c < request.finals.size(); ++c) {
+          w.begin_object().key("index").value(int64_t(c)).key("finish_reason").value(openai_finish_reason(request.finals[c].reason)).end_object();
+          if (c % size_t(request.n) == 0) usage.prompt_tokens += request.finals[c].prompt_tokens;
+          usage.completion_tokens += request.finals[c].completion_tokens;
+        }
+        w.end_array().key("usage").begin_object().key("prompt_tokens").value(usage.prompt_tokens);
+        w.key("completion_tokens").value(usage.completion_tokens);
+        w.key("total_tokens").value(usage.prompt_tokens + usage.completion_tokens).end_object().end_object();
+        state.outgoing.push_back(std::move(frame));
+      }
+      state.requests.erase(found);
+    }
+  }
+
+  awaitable<void> ws_reader(websocket::stream<beast::tcp_stream>& ws, std::shared_ptr<ws_state> state) {
+    beast::flat_buffer buffer;
+    for (;;) {
+      beast::error_code ec;
+      co_await ws.async_read(buffer, asio::redirect_error(use_awaitable, ec));
+      if (ec) break;  // closed by the client, or the connection is gone
+      const std::string text = beast::buffers_to_string(buffer.data());
+      buffer.consume(buffer.size());
+      ws_message(*state, text);
+      state->wake.cancel();
+    }
+    // The client is gone: whatever it asked for stops now; the writer waits for the finals.
+    for (auto& [client_id, request] : state->requests)
+      for (const request_id id : request.engine_ids) engine.cancel(id);
+    state->reader_done = true;
+    state->wake.cancel();
+  }
+
+  awaitable<void> ws_session(beast::tcp_stream stream, http::request<http::string_body> request) {
+    websocket::stream<beast::tcp_stream> ws(std::move(stream));
+    beast::get_lowest_layer(ws).expires_never();  // the HTTP timeout would kill a quiet socket
+    ws.set_option(websocket::stream_base::timeout::suggested(beast::role_type::server));
+    ws.read_message_max(options.body_limit);
+    beast::error_code ec;
+    co_await ws.async_accept(request, asio::redirect_error(use_awaitable, ec));
+    if (ec) co_return;
+    ws.text(true);
+    auto state = std::make_shared<ws_state>(co_await asio::this_coro::executor);
+    asio::co_spawn(state->strand, ws_reader(ws, state), asio::detached);
+    // The writer: this coroutine. It owns `ws`, so it returns only once the reader is done with it and
+    // every request's final event has come (the sinks post onto this strand until then).
+    bool can_write = true;
+    while (!(state->reader_done && state->requests.empty())) {
+      ws_drain(*state);
+      while (!state->outgoing.empty()) {
+        const std::string frame = std::move(state->outgoing.front());
+        state->outgoing.pop_front();
+        if (!can_write) continue;
+        co_await ws.async_write(asio::buffer(frame), asio::redirect_error(use_awaitable, ec));
+        if (ec) can_write = false;  // the reader sees the connection go too
+        ws_drain(*state);
+      }
+      if (state->reader_done && state->requests.empty()) break;
+      {
+        std::lock_guard lock(state->mutex);
+        if (!state->events.empty()) continue;
+      }
+      state->wake.expires_at(asio::steady_timer::time_point::max());
+      co_await state->wake.async_wait(asio::redirect_error(use_awaitable, ec));
+    }
+    if (ws.is_open()) co_await ws.async_close(websocket::close_code::normal, asio::redirect_error(use_awaitable, ec));
   }
 
   // Waits for the socket to become readable while the request runs: end of stream there means the client

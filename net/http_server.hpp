@@ -9,6 +9,7 @@
 //   POST /v1/chat/completions    messages -> choices
 //   POST /tokenize               {"prompt"} -> {"tokens", "count"}: the ids the engine would see
 //   POST /detokenize             {"tokens"} -> {"prompt"}
+//   GET  /v1/ws                  WebSocket: several streamed requests per socket (protocol in http_server.cpp)
 //   GET  /metrics                Prometheus text: outcomes, TTFT / inter-token / end-to-end histograms,
 //                                the engine's queues, KV blocks, prefix-cache hit rate, token counters
 //

@@ -102,6 +102,12 @@ json_writer& json_writer::value(bool flag) {
   return *this;
 }
 
+json_writer& json_writer::raw(std::string_view json) {
+  separate();
+  out_.append(json);
+  return *this;
+}
+
 json_writer& json_writer::null() {
   separate();
   out_ += "null";

@@ -39,6 +39,8 @@ class json_writer {
   json_writer& value(double number);
   json_writer& value(bool flag);
   json_writer& null();
+  // A value that is already JSON (e.g. an id echoed as the client wrote it), copied verbatim.
+  json_writer& raw(std::string_view json);
 
  private:
   json_writer& open(char bracket);

@@ -356,6 +356,35 @@ parse_result parse_request(endpoint kind, std::string_view body, const request_l
   return out;
 }
 
+std::variant<ws_envelope, api_error> parse_ws_envelope(std::string_view body) {
+  ws_envelope out;
+  std::string type;
+  bool has_messages = false;
+  auto problem = for_each_field(body, [&](std::string_view key, value& v) -> std::optional<api_error> {
+    if (key == "type") return read_string(v, "type", type);
+    if (key == "messages") has_messages = true;
+    if (key != "id") return std::nullopt;
+    const auto id_type = type_of(v);
+    if (id_type != json_type::string && id_type != json_type::number) return wrong_type("id", "a string or a number");
+    std::string_view raw = v.raw_json_token();
+    if (id_type == json_type::string) {  // validated, so that the echo is valid JSON
+      std::string_view text;
+      if (v.get_string().get(text)) return wrong_type("id", "a string or a number");
+    }
+    while (!raw.empty() && (raw.back() == ' ' || raw.back() == '\n' || raw.back() == '\t' || raw.back() == '\r'))
+      raw.remove_suffix(1);  // the raw token runs up to the next structural character
+    out.id_json.assign(raw);
+    return std::nullopt;
+  });
+  if (problem) return *problem;
+  if (out.id_json.empty()) return bad("id", "'id' is required");
+  if (type == "cancel") out.type = ws_envelope::kind::cancel;
+  else if (type == "chat" || (type.empty() && has_messages)) out.type = ws_envelope::kind::chat;
+  else if (type == "completion" || type.empty()) out.type = ws_envelope::kind::completion;
+  else return bad("type", "'type' must be 'completion', 'chat' or 'cancel'");
+  return out;
+}
+
 std::variant<tokenize_request, api_error> parse_tokenize_request(std::string_view body) {
   tokenize_request out;
   bool has_prompt = false;

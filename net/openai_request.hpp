@@ -65,6 +65,15 @@ struct tokenize_request {
 struct detokenize_request {
   std::vector<int32_t> tokens;
 };
+// The envelope of a WebSocket message on /v1/ws: {"type": "completion" | "chat" | "cancel", "id": ...}.
+// Without "type", a message with "messages" is a chat request and one with "prompt" a completion.
+// `id_json` is the client's id as JSON (a string or a number), echoed verbatim in every reply.
+struct ws_envelope {
+  enum class kind { completion, chat, cancel } type = kind::completion;
+  std::string id_json;
+};
+std::variant<ws_envelope, api_error> parse_ws_envelope(std::string_view body);
+
 std::variant<tokenize_request, api_error> parse_tokenize_request(std::string_view body);
 std::variant<detokenize_request, api_error> parse_detokenize_request(std::string_view body);
 

@@ -10,9 +10,11 @@
 #include <boost/asio.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
+#include <boost/beast/websocket.hpp>
 #include <simdjson.h>
 
 #include <chrono>
+#include <map>
 #include <memory>
 #include <string>
 #include <thread>
@@ -27,6 +29,7 @@ using namespace inflight;
 namespace asio = boost::asio;
 namespace beast = boost::beast;
 namespace http = beast::http;
+namespace websocket = beast::websocket;
 using tcp = asio::ip::tcp;
 
 namespace {
@@ -350,4 +353,84 @@ TEST_CASE("metrics report outcomes, latencies and the engine's state in Promethe
   CHECK(text.find("inflight_generation_tokens_total 12\n") != std::string::npos);
   CHECK(text.find("inflight_kv_blocks_used 0\n") != std::string::npos);
   CHECK(text.find("inflight_num_requests_running 0\n") != std::string::npos);
+}
+
+namespace {
+
+// A blocking WebSocket client for the tests.
+struct ws_client {
+  asio::io_context io;
+  websocket::stream<beast::tcp_stream> ws{io};
+  explicit ws_client(uint16_t port) {
+    beast::get_lowest_layer(ws).connect(tcp::endpoint(asio::ip::make_address("127.0.0.1"), port));
+    ws.handshake("localhost", "/v1/ws");
+    ws.text(true);
+  }
+  void send(const std::string& text) { ws.write(asio::buffer(text)); }
+  std::string receive() {
+    beast::flat_buffer buffer;
+    ws.read(buffer);
+    return beast::buffers_to_string(buffer.data());
+  }
+};
+
+}  // namespace
+
+TEST_CASE("WebSocket: concurrent requests on one socket stream deltas and a done frame each") {
+  served_model served;
+  simdjson::dom::parser parser;
+  const std::string rest_text = str(json(parser, post(served.port, "/v1/completions",
+      R"({"prompt": "The capital of France is", "max_tokens": 10, "temperature": 0})").body)["choices"].at(0)["text"]);
+  ws_client client(served.port);
+  client.send(R"({"id": "first", "type": "completion", "prompt": "The capital of France is", "max_tokens": 10, "temperature": 0})");
+  client.send(R"({"id": 2, "messages": [{"role": "user", "content": "Hello"}], "max_tokens": 6, "temperature": 0})");
+  client.send(R"({"id": "bad", "prompt": "x", "n": 0})");
+  std::map<std::string, std::string> texts;
+  std::map<std::string, std::string> done;
+  while (done.size() < 3) {
+    const std::string frame = client.receive();
+    auto root = json(parser, frame);
+    const std::string id = root["id"].is_string() ? str(root["id"]) : std::to_string(int64_t(root["id"]));
+    const std::string type = str(root["type"]);
+    if (type == "delta") texts[id] += str(root["text"]);
+    else done[id] = frame;
+  }
+  CHECK(texts["first"] == rest_text);
+  CHECK_FALSE(texts["2"].empty());
+  CHECK(str(json(parser, done["first"])["type"]) == "done");
+  CHECK(str(json(parser, done["first"])["choices"].at(0)["finish_reason"]) == "length");
+  CHECK(int64_t(json(parser, done["2"])["usage"]["completion_tokens"]) == 6);
+  CHECK(str(json(parser, done["bad"])["type"]) == "error");
+  CHECK(str(json(parser, done["bad"])["error"]["param"]) == "n");
+  client.ws.close(websocket::close_code::normal);
+  CHECK(served.engine->stats().kv_blocks_used == 0);
+}
+
+TEST_CASE("WebSocket: a cancel message and a closed socket both stop generation and free the blocks") {
+  served_model served;
+  simdjson::dom::parser parser;
+  {
+    ws_client client(served.port);
+    client.send(R"({"id": "long", "prompt": "Once upon a time", "max_tokens": 4000, "ignore_eos": true})");
+    for (int deltas = 0; deltas < 3;) deltas += str(json(parser, client.receive())["type"]) == "delta";
+    client.send(R"({"id": "long", "type": "cancel"})");
+    std::string frame;
+    do frame = client.receive();
+    while (str(json(parser, frame)["type"]) == "delta");
+    CHECK(str(json(parser, frame)["type"]) == "done");
+    CHECK(str(json(parser, frame)["choices"].at(0)["finish_reason"]) == "abort");
+    CHECK(int64_t(json(parser, frame)["usage"]["completion_tokens"]) < 4000);
+    client.ws.close(websocket::close_code::normal);
+  }
+  {
+    ws_client client(served.port);
+    client.send(R"({"id": 1, "prompt": "Once upon a time", "max_tokens": 4000, "ignore_eos": true})");
+    for (int deltas = 0; deltas < 3;) deltas += str(json(parser, client.receive())["type"]) == "delta";
+    beast::get_lowest_layer(client.ws).close();  // gone without a close frame
+  }
+  wait_for([&] { return served.engine->stats().running == 0; });
+  const engine_stats stats = served.engine->stats();
+  CHECK(stats.running == 0);
+  CHECK(stats.cancelled == 2);
+  CHECK(stats.kv_blocks_used == 0);
 }

@@ -74,8 +74,9 @@ TEST_CASE("the writer separates members and elements at every depth") {
   std::string json;
   json_writer w(json);
   w.begin_object().key("a").value(int64_t(1)).key("b").begin_array().value(true).null().begin_object().end_object();
-  w.begin_array().end_array().value(2.5).end_array().key("c").value("x").key("d").value(-0.0 / 0.0).end_object();
-  CHECK(json == R"({"a":1,"b":[true,null,{},[],2.5],"c":"x","d":null})");
+  w.begin_array().end_array().value(2.5).end_array().key("c").value("x").key("d").value(-0.0 / 0.0);
+  w.key("e").raw("[1,\"two\"]").key("f").value(false).end_object();
+  CHECK(json == R"({"a":1,"b":[true,null,{},[],2.5],"c":"x","d":null,"e":[1,"two"],"f":false})");
 }
 
 TEST_CASE("non-streaming completion and chat responses") {
