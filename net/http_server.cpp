@@ -30,6 +30,7 @@
 #include "json_writer.hpp"
 #include "openai_response.hpp"
 #include "server_metrics.hpp"
+#include "web_assets.hpp"
 
 namespace inflight::net {
 
@@ -201,8 +202,13 @@ struct http_server::impl {
       }
       if (ec) break;  // closed, timed out, or not HTTP
       http::request<http::string_body> request = parser.release();
+      if (!authorized(request)) {
+        co_await send_error(stream, make_error(401, "a valid API key is required (Authorization: Bearer <key>)", "authentication_error"), request.keep_alive());
+        if (!request.keep_alive()) break;
+        continue;
+      }
       if (websocket::is_upgrade(request)) {
-        if (request.target() == "/v1/ws") co_return co_await ws_session(std::move(stream), std::move(request));
+        if (std::string_view(request.target().data(), request.target().size()).starts_with("/v1/ws")) co_return co_await ws_session(std::move(stream), std::move(request));
         co_await send_error(stream, make_error(404, "WebSocket endpoint is /v1/ws", "not_found_error"), false);
         break;
       }
@@ -214,13 +220,37 @@ struct http_server::impl {
     stream.socket().shutdown(tcp::socket::shutdown_send, ec);
   }
 
+  bool authorized(const http::request<http::string_body>& request) const {
+    if (options.api_keys.empty()) return true;
+    const std::string_view target(request.target().data(), request.target().size());
+    const std::string_view path = target.substr(0, target.find('?'));
+    if (path == "/health" || path == "/ready" || path == "/" || path == "/index.html") return true;
+    const auto matches = [this](std::string_view key) {
+      return std::find(options.api_keys.begin(), options.api_keys.end(), key) != options.api_keys.end();
+    };
+    const std::string_view header(request[http::field::authorization].data(), request[http::field::authorization].size());
+    if (header.starts_with("Bearer ") && matches(header.substr(7))) return true;
+    if (websocket::is_upgrade(request)) {  // browsers cannot set headers on a WebSocket
+      const size_t at = target.find("api_key=");
+      if (at != std::string_view::npos) {
+        std::string_view key = target.substr(at + 8);
+        key = key.substr(0, key.find('&'));
+        return matches(key);
+      }
+    }
+    return false;
+  }
+
   // Returns false when the connection must close (the client went away mid-response).
   awaitable<bool> route(beast::tcp_stream& stream, http::request<http::string_body>& request) {
     const std::string_view target(request.target().data(), request.target().size());
     const std::string_view path = target.substr(0, target.find('?'));
     const bool keep_alive = request.keep_alive();
     const bool get = request.method() == http::verb::get, post = request.method() == http::verb::post;
-    if (path == "/health" || path == "/ready") {
+    if (path == "/" || path == "/index.html") {
+      if (!get) co_await send_error(stream, make_error(405, "use GET /"), keep_alive);
+      else co_await send(stream, http::status::ok, std::string(chat_page_html), keep_alive, "text/html; charset=utf-8");
+    } else if (path == "/health" || path == "/ready") {
       // Both: the server only listens once the model is loaded and the engine runs.
       if (!get) co_await send_error(stream, make_error(405, "use GET " + std::string(path)), keep_alive);
       else co_await send(stream, http::status::ok, R"({"status":"ok"})", keep_alive);

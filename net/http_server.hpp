@@ -3,6 +3,7 @@
 // lives in http_server.cpp alone (each Beast translation unit costs half a minute to compile here);
 // this header includes none of it.
 //
+//   GET  /                       a chat page (net/web/index.html, compiled in) streaming over /v1/ws
 //   GET  /health, /ready         200 {"status":"ok"} (the server listens only once the engine runs)
 //   GET  /v1/models              the one model served
 //   POST /v1/completions         prompt(s) -> choices; "stream": true for SSE chunks ending with [DONE]
@@ -15,13 +16,14 @@
 //
 // Errors are OpenAI error objects: 400 for bad input (the field named), 404 for an unknown model or path,
 // 405, 413 (body too large), 431 (headers too large), 429 with Retry-After when the waiting queue is
-// full, 500 when the engine fails. A client that goes away mid-request cancels it: its KV blocks are freed.
+// full, 401 without a valid API key (when keys are set), 500 when the engine fails. A client that goes away mid-request cancels it: its KV blocks are freed.
 #pragma once
 
 #include <chrono>
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "openai_request.hpp"
 
@@ -39,6 +41,9 @@ struct server_options {
   size_t body_limit = size_t(1) << 20;
   size_t header_limit = size_t(8) << 10;
   std::chrono::seconds read_timeout{30};
+  // Non-empty: every endpoint but /health, /ready and the page wants "Authorization: Bearer <key>" with one
+  // of these (a WebSocket upgrade may pass ?api_key=<key> instead, as browsers cannot set the header).
+  std::vector<std::string> api_keys;
   request_limits limits;
 };
 

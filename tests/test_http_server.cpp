@@ -434,3 +434,49 @@ TEST_CASE("WebSocket: a cancel message and a closed socket both stop generation 
   CHECK(stats.cancelled == 2);
   CHECK(stats.kv_blocks_used == 0);
 }
+
+TEST_CASE("the chat page is served from the binary") {
+  served_model served;
+  const reply page = call(served.port, http::verb::get, "/");
+  CHECK(page.status == 200);
+  CHECK(page.body.find("<title>inflight</title>") != std::string::npos);
+  CHECK(page.body.find("/v1/ws") != std::string::npos);
+  CHECK(page.body.size() > 1000);
+}
+
+TEST_CASE("API keys: 401 without a valid one, health stays open") {
+  net::server_options options;
+  options.api_keys = {"sesame"};
+  served_model served({}, options);
+  CHECK(call(served.port, http::verb::get, "/health").status == 200);
+  const reply refused = call(served.port, http::verb::get, "/v1/models");
+  CHECK(refused.status == 401);
+  simdjson::dom::parser parser;
+  CHECK(str(json(parser, refused.body)["error"]["type"]) == "authentication_error");
+
+  asio::io_context io;
+  auto with_key = [&](const std::string& key) {
+    beast::tcp_stream stream(io);
+    stream.connect(tcp::endpoint(asio::ip::make_address("127.0.0.1"), served.port));
+    http::request<http::string_body> request{http::verb::get, "/v1/models", 11};
+    request.set(http::field::host, "localhost");
+    request.set(http::field::authorization, "Bearer " + key);
+    http::write(stream, request);
+    beast::flat_buffer buffer;
+    http::response<http::string_body> response;
+    http::read(stream, buffer, response);
+    return int(response.result_int());
+  };
+  CHECK(with_key("sesame") == 200);
+  CHECK(with_key("wrong") == 401);
+
+  websocket::stream<beast::tcp_stream> ws(io);
+  beast::get_lowest_layer(ws).connect(tcp::endpoint(asio::ip::make_address("127.0.0.1"), served.port));
+  beast::error_code ec;
+  ws.handshake("localhost", "/v1/ws", ec);
+  CHECK(ec);  // refused without the key
+  websocket::stream<beast::tcp_stream> ws_ok(io);
+  beast::get_lowest_layer(ws_ok).connect(tcp::endpoint(asio::ip::make_address("127.0.0.1"), served.port));
+  ws_ok.handshake("localhost", "/v1/ws?api_key=sesame", ec);
+  CHECK_FALSE(ec);
+}

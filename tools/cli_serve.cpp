@@ -35,6 +35,8 @@ GET /v1/models, GET /health, GET /ready, POST /tokenize, POST /detokenize.
   --max-waiting N       waiting requests at most; beyond, 429 (default 1024)
   --threads N           CPU threads for the model (default: all cores)
   --kv-cache-mb N       KV cache memory (default 1024)
+  --api-key KEY         require "Authorization: Bearer KEY" (may be repeated; /health, /ready and the
+                        page stay open; the page's WebSocket may pass ?api_key=KEY)
   --shutdown-grace-s N  on SIGINT/SIGTERM, let running requests finish for up to N seconds, then
                         cancel the rest (default 10)
 )";
@@ -62,6 +64,7 @@ serve_options parse(int argc, char** argv) {
     else if (name == "max-waiting") options.max_waiting = int32_t(reader.int_value(0, 1 << 20));
     else if (name == "threads") options.threads = int(reader.int_value(1, 1024));
     else if (name == "kv-cache-mb") options.kv_cache_mb = reader.int_value(1, 1 << 20);
+    else if (name == "api-key") options.server.api_keys.push_back(reader.string_value());
     else if (name == "shutdown-grace-s") options.shutdown_grace = std::chrono::milliseconds(1000 * reader.int_value(0, 3600));
     else throw usage_error("unknown option --" + name);
   }
