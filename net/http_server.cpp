@@ -4,6 +4,10 @@
 // thread on CAF).
 #include <utility>  // before asio: Boost 1.74's awaitable.hpp uses std::exchange without it (g++ 12, C++20)
 
+#include <sys/socket.h>
+
+#include <cerrno>
+
 #include "http_server.hpp"
 
 #include <boost/asio.hpp>
@@ -62,6 +66,7 @@ struct exchange_state : std::enable_shared_from_this<exchange_state> {
   asio::steady_timer wake;  // waited on by the coroutine, cancelled to wake it
   std::mutex mutex;
   std::deque<choice_event> events;
+  bool finished = false;  // strand-only: the exchange is over (see watch_for_disconnect)
 
   void push(choice_event event) {
     {
@@ -459,6 +464,7 @@ struct http_server::impl {
       if (client_gone) cancel_all(ids);  // the finals still come: wait for them, the blocks are freed by then
     }
     forget(ids);
+    state->finished = true;  // the disconnect watcher stands down
 
     // The first error, if any choice failed before or while generating.
     for (const generation_final& result : finals) {
@@ -709,19 +715,24 @@ struct http_server::impl {
 
   // Waits for the socket to become readable while the request runs: end of stream there means the client
   // closed the connection (a pipelined next request would be data instead), so its requests are
-  // cancelled at once rather than at the next failed write.
+  // cancelled at once rather than at the next failed write. The peek never blocks: by the time this
+  // handler runs, the session may already have read what made the socket readable (the next request on a
+  // kept-alive connection), and the request this watch was for may be over.
   void watch_for_disconnect(beast::tcp_stream& stream, const std::shared_ptr<exchange_state>& state,
                             const std::vector<request_id>& ids) {
     tcp::socket& socket = stream.socket();
-    socket.async_wait(tcp::socket::wait_read, [this, &socket, state, ids](beast::error_code ec) {
-      if (ec) return;  // cancelled, or the socket is gone
+    socket.async_wait(tcp::socket::wait_read, [this, &stream, &socket, state, ids](beast::error_code ec) {
+      // `finished` is set on this strand before the session moves on, so while it is false `stream` lives.
+      if (ec || state->finished) return;
       char byte;
-      beast::error_code peek_error;
-      const size_t n = socket.receive(asio::buffer(&byte, 1), tcp::socket::message_peek, peek_error);
-      if (n == 0 || peek_error) {
-        cancel_all(ids);
-        state->wake.cancel();
+      const ssize_t n = ::recv(socket.native_handle(), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+      if (n > 0) return;  // data: a pipelined request, not a disconnect
+      if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) {
+        watch_for_disconnect(stream, state, ids);  // nothing there after all: keep watching
+        return;
       }
+      cancel_all(ids);  // end of stream, or the connection failed
+      state->wake.cancel();
     });
   }
 };

@@ -480,3 +480,24 @@ TEST_CASE("API keys: 401 without a valid one, health stays open") {
   ws_ok.handshake("localhost", "/v1/ws?api_key=sesame", ec);
   CHECK_FALSE(ec);
 }
+
+TEST_CASE("a kept-alive connection serves request after request") {
+  // Regression: the disconnect watcher of one request once woke for the next request's bytes after the
+  // session had read them, and blocked the server in a peek (this test then hangs until ctest's timeout).
+  served_model served;
+  asio::io_context io;
+  beast::tcp_stream stream(io);
+  stream.connect(tcp::endpoint(asio::ip::make_address("127.0.0.1"), served.port));
+  beast::flat_buffer buffer;
+  for (int i = 0; i < 5; ++i) {
+    http::request<http::string_body> request{http::verb::post, "/v1/completions", 11};
+    request.set(http::field::host, "localhost");
+    request.keep_alive(true);
+    request.body() = i % 2 ? R"({"prompt": "Hi", "max_tokens": 3, "stream": true})" : R"({"prompt": "Hi", "max_tokens": 3})";
+    request.prepare_payload();
+    http::write(stream, request);
+    http::response<http::string_body> response;
+    http::read(stream, buffer, response);
+    CHECK(response.result_int() == 200);
+  }
+}
