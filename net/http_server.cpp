@@ -330,6 +330,29 @@ struct http_server::impl {
     return body;
   }
 
+  // One engine request per (prompt, n) pair, each with the sink make_sink(choice index) gives; the choice
+  // index is prompt * n + k, as OpenAI numbers choices. Returns the engine ids, in choice order.
+  template <class MakeSink>
+  std::vector<request_id> submit_choices(const completion_request& req, endpoint kind, MakeSink make_sink) {
+    std::vector<request_id> ids;
+    const size_t num_prompts = kind == endpoint::completions ? req.prompt_texts.size() + req.prompt_tokens.size() : 1;
+    for (size_t p = 0; p < num_prompts; ++p) {
+      for (int32_t k = 0; k < req.n; ++k) {
+        generation_params params = req.params;
+        if (kind == endpoint::chat_completions) params.messages = req.messages;
+        else if (p < req.prompt_texts.size()) params.prompt = req.prompt_texts[p];
+        else params.prompt_tokens = req.prompt_tokens[p - req.prompt_texts.size()];
+        // n > 1 with a seed: each choice its own draw, reproducibly.
+        if (params.sampling.seed && k > 0) *params.sampling.seed += uint64_t(k);
+        const request_id id = engine.submit(std::move(params), make_sink(int32_t(p) * req.n + k));
+        ids.push_back(id);
+        std::lock_guard lock(live_mutex);
+        live.insert(id);
+      }
+    }
+    return ids;
+  }
+
   void forget(const std::vector<request_id>& ids) {
     std::lock_guard lock(live_mutex);
     for (const request_id id : ids) live.erase(id);
@@ -365,25 +388,9 @@ struct http_server::impl {
       ~completion_scope() { --count; }
     } scope{active_completions};
 
-    // One engine request per (prompt, n) pair; choice index = prompt * n + k, as OpenAI numbers them.
     auto state = std::make_shared<exchange_state>(co_await asio::this_coro::executor);
-    std::vector<request_id> ids;
-    const size_t num_prompts = kind == endpoint::completions ? req.prompt_texts.size() + req.prompt_tokens.size() : 1;
-    for (size_t p = 0; p < num_prompts; ++p) {
-      for (int32_t k = 0; k < req.n; ++k) {
-        generation_params params = req.params;
-        if (kind == endpoint::chat_completions) params.messages = req.messages;
-        else if (p < req.prompt_texts.size()) params.prompt = req.prompt_texts[p];
-        else params.prompt_tokens = req.prompt_tokens[p - req.prompt_texts.size()];
-        // n > 1 with a seed: each choice its own draw, reproducibly.
-        if (params.sampling.seed && k > 0) *params.sampling.seed += uint64_t(k);
-        const int32_t index = int32_t(p) * req.n + k;
-        const request_id id = engine.submit(std::move(params), std::make_shared<choice_sink>(state, index));
-        ids.push_back(id);
-        std::lock_guard lock(live_mutex);
-        live.insert(id);
-      }
-    }
+    const std::vector<request_id> ids =
+        submit_choices(req, kind, [&](int32_t index) { return std::make_shared<choice_sink>(state, index); });
     watch_for_disconnect(stream, state, ids);
 
     const size_t num_choices = ids.size();
@@ -596,22 +603,10 @@ struct http_server::impl {
     }
     ws_request& running = state.requests[env.id_json];
     running.n = req.n;
-    const size_t num_prompts = kind == endpoint::completions ? req.prompt_texts.size() + req.prompt_tokens.size() : 1;
     ++active_completions;
-    for (size_t p = 0; p < num_prompts; ++p) {
-      for (int32_t k = 0; k < req.n; ++k) {
-        generation_params params = req.params;
-        if (kind == endpoint::chat_completions) params.messages = req.messages;
-        else if (p < req.prompt_texts.size()) params.prompt = req.prompt_texts[p];
-        else params.prompt_tokens = req.prompt_tokens[p - req.prompt_texts.size()];
-        if (params.sampling.seed && k > 0) *params.sampling.seed += uint64_t(k);
-        const int32_t index = int32_t(p) * req.n + k;
-        const request_id id = engine.submit(std::move(params), std::make_shared<ws_sink>(state.shared_from_this(), env.id_json, index));
-        running.engine_ids.push_back(id);
-        std::lock_guard lock(live_mutex);
-        live.insert(id);
-      }
-    }
+    running.engine_ids = submit_choices(req, kind, [&](int32_t index) {
+      return std::make_shared<ws_sink>(state.shared_from_this(), env.id_json, index);
+    });
     running.finals.resize(running.engine_ids.size());
   }
 
