@@ -63,7 +63,7 @@ step_result run_step(executor_state& st, step_plan& plan) {
 
     const auto sampling_start = std::chrono::steady_clock::now();
     size_t row = 0;
-    bool any_samples = false;
+    bool collecting_samples = false;
     for (const scheduled_chunk& chunk : plan.chunks) {
       if (!chunk.compute_logits) continue;
       const auto found = st.sequences.find(chunk.id);
@@ -72,7 +72,7 @@ step_result run_step(executor_state& st, step_plan& plan) {
         // scheduler and the KV manager discard whatever comes back for it, so nothing is sampled.
         ++row;
         result.sampled.push_back(-1);
-        result.samples.push_back(sample_result{});
+        if (collecting_samples) result.samples.emplace_back();
         continue;
       }
       sequence_sampling& seq = found->second;
@@ -84,10 +84,16 @@ step_result run_step(executor_state& st, step_plan& plan) {
       const sample_result sample = seq.sampler_->sample(st.logits.data() + row++ * size_t(vocab));
       seq.last_sampled = sample.token;
       result.sampled.push_back(sample.token);
-      if (seq.setup.sampling.logprobs || seq.setup.sampling.top_logprobs > 0) any_samples = true;
-      result.samples.push_back(sample);
+      // Samples (~170 bytes each) travel only in steps where someone asked for logprobs: the list starts
+      // with the first such sequence, padded for the rows before it, and stays parallel to `sampled`; rows
+      // of sequences that did not ask hold an empty sample (token -1).
+      const bool wants_sample = seq.setup.sampling.logprobs || seq.setup.sampling.top_logprobs > 0;
+      if (wants_sample && !collecting_samples) {
+        result.samples.resize(result.sampled.size() - 1);
+        collecting_samples = true;
+      }
+      if (collecting_samples) result.samples.push_back(wants_sample ? sample : sample_result{});  // token -1: none
     }
-    if (!any_samples) result.samples.clear();
     result.sampling_seconds = seconds_since(sampling_start);
   } catch (const std::exception& error) {
     // A malformed step is a bug upstream and an allocation failure is fatal to this step only: either

@@ -72,7 +72,9 @@ void deliver(scheduler_actor* self, const step_result* result, const std::string
     token_event message;
     message.event = event;
     if (result && !result->samples.empty() && event.token >= 0) {
-      if (const auto row = st.sample_row.find(event.id); row != st.sample_row.end()) {
+      // Empty samples (token -1) stand for sequences that did not ask for logprobs.
+      if (const auto row = st.sample_row.find(event.id);
+          row != st.sample_row.end() && result->samples[row->second].token >= 0) {
         message.has_sample = true;
         message.sample = result->samples[row->second];
       }

@@ -414,7 +414,11 @@ TEST_CASE("logprobs travel with each token when asked") {
   generation_params params = greedy({504, 3458, 282, 4649, 314}, 6);
   params.sampling.logprobs = true;
   params.sampling.top_logprobs = 3;
-  const auto sinks = run_all(*eng, {params});
+  // Batched behind requests that do not ask (their rows in the step come first): samples stay aligned.
+  const auto all = run_all(*eng, {greedy({504, 3458}, 6), greedy({282, 4649, 314, 17}, 6), params});
+  CHECK(all[0]->samples.empty());
+  CHECK(all[1]->samples.empty());
+  const std::vector<std::shared_ptr<collecting_sink>> sinks = {all[2]};
   REQUIRE(sinks[0]->samples.size() == 6);
   for (size_t i = 0; i < 6; ++i) {
     CHECK(sinks[0]->samples[i].token == sinks[0]->tokens[i]);

@@ -6,27 +6,16 @@ Starts the server on a free port (it prints the port it bound), talks to it thro
 an application would (completions and chat, plain and streamed, an invalid request), then stops it with
 SIGTERM and expects exit code 0. Any failed check raises, so the process exits non-zero.
 """
-import re
-import signal
-import subprocess
 import sys
 
 import openai
 
-
-def start_server(inflight):
-    server = subprocess.Popen([inflight, "serve", "--port", "0", "--model-name", "smollm2"],
-                              stderr=subprocess.PIPE, text=True)
-    for line in server.stderr:
-        sys.stderr.write(line)
-        match = re.search(r"on http://127\.0\.0\.1:(\d+)", line)
-        if match:
-            return server, int(match.group(1))
-    raise RuntimeError("the server exited before listening")
+from inflight_server import InflightServer
 
 
 def main():
-    server, port = start_server(sys.argv[1])
+    server = InflightServer(sys.argv[1], "--model-name", "smollm2")
+    port = server.port
     try:
         client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="unused", max_retries=0)
 
@@ -73,9 +62,7 @@ def main():
             assert error.status_code == 404, error
         print("openai client: all checks passed")
     finally:
-        server.send_signal(signal.SIGTERM)
-        code = server.wait(timeout=60)
-    assert code == 0, f"inflight serve exited with {code}"
+        server.stop()
 
 
 if __name__ == "__main__":

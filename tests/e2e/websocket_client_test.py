@@ -7,22 +7,11 @@ SIGTERM and exit code 0. Any failed check raises, so the process exits non-zero.
 """
 import asyncio
 import json
-import re
-import signal
-import subprocess
 import sys
 
 import websockets
 
-
-def start_server(inflight):
-    server = subprocess.Popen([inflight, "serve", "--port", "0"], stderr=subprocess.PIPE, text=True)
-    for line in server.stderr:
-        sys.stderr.write(line)
-        match = re.search(r"on http://127\.0\.0\.1:(\d+)", line)
-        if match:
-            return server, int(match.group(1))
-    raise RuntimeError("the server exited before listening")
+from inflight_server import InflightServer
 
 
 async def session(port):
@@ -53,14 +42,13 @@ async def session(port):
 
 
 def main():
-    server, port = start_server(sys.argv[1])
+    server = InflightServer(sys.argv[1])
+    port = server.port
     try:
         asyncio.run(session(port))
         print("websocket client: all checks passed")
     finally:
-        server.send_signal(signal.SIGTERM)
-        code = server.wait(timeout=60)
-    assert code == 0, f"inflight serve exited with {code}"
+        server.stop()
 
 
 if __name__ == "__main__":
