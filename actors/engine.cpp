@@ -137,6 +137,8 @@ class actor_engine final : public inference_engine {
               out.finished = s.finished;
               out.cancelled = s.cancelled;
               out.aborted = s.aborted;
+              out.queue_time_seconds = s.queue_time_seconds;
+              out.step_batch_size = s.step_batch_size;
               out.steps = report.executed_steps;
               out.loop_seconds = report.loop_seconds;
               out.forward_seconds = report.forward_seconds;

@@ -18,7 +18,13 @@
 namespace inflight {
 class tokenizer;
 class backend;
+
+// In bucket_histogram's own namespace, where CAF's unqualified call finds it.
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, bucket_histogram& x) {
+  return f(caf::meta::type_name("inflight::bucket_histogram"), x.upper_bounds, x.counts, x.sum, x.count);
 }
+}  // namespace inflight
 
 namespace inflight::engine {
 
@@ -45,7 +51,8 @@ struct kv_report {
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, scheduler_stats& x) {
   return f(caf::meta::type_name("inflight::engine::scheduler_stats"), x.waiting, x.running, x.steps, x.preemptions,
-           x.prompt_tokens_computed, x.generated_tokens, x.prefix_hit_tokens, x.finished, x.cancelled, x.aborted);
+           x.prompt_tokens_computed, x.generated_tokens, x.prefix_hit_tokens, x.finished, x.cancelled, x.aborted,
+           x.queue_time_seconds, x.step_batch_size);
 }
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, scheduler_report& x) {

@@ -1,6 +1,7 @@
 // The executor actor: owns the backend (weights, KV memory) and one sampler per sequence, and runs one
 // step per message on a thread of its own (detached), so a forward pass never occupies one of CAF's
-// worker threads. Messages, all from the scheduler and handled in order:
+// worker threads. The samplers are host `sampler`s, or, for a backend that samples on its device (CUDA),
+// the backend's own (backend::samples_on_device). Messages, all from the scheduler and handled in order:
 //   sampler_setup  a sequence's sampling params and prompt (its sampler is built on its first step)
 //   release_atom   the sequence is done: drop its sampler
 //   step_plan      run the step, answer with a step_result
@@ -21,13 +22,17 @@ namespace {
 struct sequence_sampling {
   sampler_setup setup;
   std::unique_ptr<sampler> sampler_;  // built lazily: a waiting sequence costs no vocabulary-sized scratch
+  bool on_device = false;             // the backend holds its sampler (added lazily too)
   int32_t last_sampled = 0;           // what a placeholder in the next plan stands for
 };
 
 struct executor_state {
   std::shared_ptr<backend> model;
+  bool device_sampling = false;             // model->samples_on_device()
   std::unordered_map<sequence_id, sequence_sampling> sequences;
-  std::vector<float> logits;                // max_step_sequences x vocab_size, sized once
+  std::vector<float> logits;                // max_step_sequences x vocab_size, sized once (host sampling)
+  std::vector<uint64_t> row_samplers;       // device sampling: each logits row's sampler (0: none)
+  std::vector<sample_result> row_samples;   // device sampling: each row's result
   std::vector<inflight::sequence_chunk> chunks;  // views into the plan, reused
   static inline const char* name = "inflight.executor";
 };
@@ -50,6 +55,27 @@ void fill_placeholders(executor_state& st, step_plan& plan) {
   }
 }
 
+// Device sampling: each logits row's sampler id, adding the samplers of sequences sampled for the first time.
+void prepare_device_samplers(executor_state& st, const step_plan& plan) {
+  st.row_samplers.clear();
+  for (const scheduled_chunk& chunk : plan.chunks) {
+    if (!chunk.compute_logits) continue;
+    const auto found = st.sequences.find(chunk.id);
+    if (found == st.sequences.end()) {  // cancelled meanwhile: computed, not sampled
+      st.row_samplers.push_back(0);
+      continue;
+    }
+    sequence_sampling& seq = found->second;
+    if (!seq.on_device) {
+      st.model->add_sampler(chunk.id, seq.setup.sampling, seq.setup.prompt);
+      seq.on_device = true;
+      seq.setup.prompt = {};
+    }
+    st.row_samplers.push_back(chunk.id);
+  }
+  st.row_samples.resize(st.row_samplers.size());
+}
+
 step_result run_step(executor_state& st, step_plan& plan) {
   step_result result;
   result.step = plan.step;
@@ -57,9 +83,13 @@ step_result run_step(executor_state& st, step_plan& plan) {
   try {
     fill_placeholders(st, plan);
     to_backend_chunks(plan, st.chunks);
+    if (st.device_sampling) prepare_device_samplers(st, plan);
     const auto forward_start = std::chrono::steady_clock::now();
-    st.model->forward(st.chunks, st.logits);
-    result.forward_seconds = seconds_since(forward_start);
+    if (st.device_sampling)
+      st.model->forward_and_sample(st.chunks, st.row_samplers, st.row_samples);
+    else
+      st.model->forward(st.chunks, st.logits);
+    result.forward_seconds = seconds_since(forward_start);  // device sampling: sampling included
 
     const auto sampling_start = std::chrono::steady_clock::now();
     size_t row = 0;
@@ -76,12 +106,13 @@ step_result run_step(executor_state& st, step_plan& plan) {
         continue;
       }
       sequence_sampling& seq = found->second;
-      if (!seq.sampler_) {
+      if (!st.device_sampling && !seq.sampler_) {
         seq.sampler_ = std::make_unique<sampler>(seq.setup.sampling, vocab);
         seq.sampler_->set_prompt(seq.setup.prompt);
         seq.setup.prompt = {};
       }
-      const sample_result sample = seq.sampler_->sample(st.logits.data() + row++ * size_t(vocab));
+      const sample_result sample = st.device_sampling ? st.row_samples[row++]
+                                                      : seq.sampler_->sample(st.logits.data() + row++ * size_t(vocab));
       seq.last_sampled = sample.token;
       result.sampled.push_back(sample.token);
       // Samples (~170 bytes each) travel only in steps where someone asked for logprobs: the list starts
@@ -108,13 +139,23 @@ step_result run_step(executor_state& st, step_plan& plan) {
 caf::behavior executor(caf::stateful_actor<executor_state>* self, std::shared_ptr<backend> model) {
   executor_state& st = self->state;
   st.model = std::move(model);
-  st.logits.resize(size_t(st.model->max_step_sequences()) * size_t(st.model->config().vocab_size));
+  st.device_sampling = st.model->samples_on_device();
+  if (!st.device_sampling)
+    st.logits.resize(size_t(st.model->max_step_sequences()) * size_t(st.model->config().vocab_size));
+  st.row_samplers.reserve(size_t(st.model->max_step_sequences()));
+  st.row_samples.reserve(size_t(st.model->max_step_sequences()));
   return {
       [self](sampler_setup& setup) {
         const sequence_id id = setup.id;
         self->state.sequences[id] = sequence_sampling{std::move(setup), nullptr};
       },
-      [self](release_atom, sequence_id id) { self->state.sequences.erase(id); },
+      [self](release_atom, sequence_id id) {
+        executor_state& st = self->state;
+        const auto found = st.sequences.find(id);
+        if (found == st.sequences.end()) return;
+        if (found->second.on_device) st.model->remove_sampler(id);
+        st.sequences.erase(found);
+      },
       [self](step_plan& plan) -> step_result { return run_step(self->state, plan); },
   };
 }

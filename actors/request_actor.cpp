@@ -130,7 +130,9 @@ caf::behavior request(request_actor* self, std::shared_ptr<const request_context
   std::string error;
   try {
     error = prepare(*st.context, params, submit.spec.prompt);
-    if (error.empty()) st.output = std::make_unique<request_output>(st.context->tok, params.stop, params.skip_special_tokens);
+    if (error.empty() && !params.detokenize && !params.stop.empty()) error = "stop strings need detokenize";
+    if (error.empty() && params.detokenize)
+      st.output = std::make_unique<request_output>(st.context->tok, params.stop, params.skip_special_tokens);
   } catch (const std::exception& e) {
     error = e.what();
   }
@@ -196,7 +198,7 @@ void on_token_event(request_actor* self, const token_event& message) {
     st.delta.text.clear();
     st.delta.has_sample = message.has_sample;
     if (message.has_sample) st.delta.sample = message.sample;
-    const bool stop_string = st.output->on_token(event.token, st.delta.text);
+    const bool stop_string = st.output && st.output->on_token(event.token, st.delta.text);
     st.sink->on_delta(st.delta);
     if (stop_string && event.finished == finish_reason::none) return stop_early(self, finish_reason::stop);
   }

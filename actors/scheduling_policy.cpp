@@ -23,6 +23,7 @@ struct scheduling_policy::sequence_state {
   int32_t priority = 0;
   uint64_t arrival = 0;
   bool running = false;
+  bool ever_admitted = false;  // for the queue-time histogram: only the first admission counts
   bool padding = false;  // static batching: finished, but computing on until its batch ends
   int32_t padded = 0;    // tokens computed as padding
   int32_t in_flight = 0; // tokens being sampled for it by plans not yet applied (0..2)
@@ -173,7 +174,7 @@ const step_request& scheduling_policy::propose(clock::time_point now, bool specu
   return request_;
 }
 
-void scheduling_policy::on_plan(const step_plan& plan) {
+void scheduling_policy::on_plan(const step_plan& plan, clock::time_point now) {
   for (const sequence_id id : plan.preempted) {
     sequence_state* seq = find(id);
     if (!seq || !seq->running) continue;
@@ -206,6 +207,10 @@ void scheduling_policy::on_plan(const step_plan& plan) {
     waiting_.erase(std::find(waiting_.begin(), waiting_.end(), seq));
     seq->running = true;
     running_.push_back(seq);
+    if (!seq->ever_admitted) {
+      seq->ever_admitted = true;
+      counters_.queue_time_seconds.observe(std::chrono::duration<double>(now - seq->submitted).count());
+    }
   }
   for (const scheduled_chunk& chunk : plan.chunks) {
     if (sequence_state* seq = find(chunk.id)) {
@@ -238,6 +243,7 @@ void scheduling_policy::apply(const step_plan& plan, std::span<const int32_t> sa
   // The KV manager appends the same tokens to its token logs (a stale one is ignored there too).
   updates_.sampled_step = plan.step;
   updates_.sampled.assign(sampled.begin(), sampled.end());
+  if (!plan.chunks.empty()) counters_.step_batch_size.observe(double(plan.chunks.size()));
 
   size_t next_sampled = 0;
   bool any_finished = false;

@@ -22,6 +22,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "inflight/bucket_histogram.hpp"
 #include "inflight/engine_protocol.hpp"
 
 namespace inflight::engine {
@@ -47,6 +48,10 @@ struct scheduler_stats {
   int64_t generated_tokens = 0;
   int64_t prefix_hit_tokens = 0;       // prompt tokens skipped thanks to the prefix cache
   int64_t finished = 0, cancelled = 0, aborted = 0;
+  // Seconds from submit to the first admission into the running batch (a preempted sequence's return does
+  // not count again), and sequences per applied step (padding included: it costs compute).
+  bucket_histogram queue_time_seconds{{0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60}};
+  bucket_histogram step_batch_size{{1, 2, 4, 8, 16, 32, 64, 128, 256, 512}};
 };
 
 class scheduling_policy {
@@ -80,7 +85,8 @@ class scheduling_policy {
 
   // Folds in the KV manager's plan for the last propose(): admissions, preemptions, aborts (their events
   // are queued for the next apply() / take_events()).
-  void on_plan(const step_plan& plan);
+  // `now` times the admissions for stats().queue_time_seconds.
+  void on_plan(const step_plan& plan, clock::time_point now = clock::now());
 
   // `sampled`: one token per chunk with compute_logits, in plan order (throws std::invalid_argument on a
   // count mismatch). Checks stop ids and max_tokens. `events` is cleared, then gets queued cancel/abort

@@ -1,4 +1,5 @@
 #include "inflight/cpu_backend.hpp"
+#include "inflight/step_layout.hpp"
 
 #include <algorithm>
 #include <cmath>
@@ -84,8 +85,7 @@ struct cpu_backend::impl {
   std::vector<float> hidden, normed, projected, q, k, v, attn_out, gate, up, final_hidden;
   std::vector<kernels::act_block> act_hidden, act_attn, act_ffn, act_final;
   std::vector<float> rope_cos, rope_sin, attention_scratch;
-  std::vector<int32_t> token_ids, positions, token_chunk, logits_token;
-  std::vector<int64_t> slots, sorted_slots;
+  std::unique_ptr<step_layout> layout;  // the step's per-token metadata
 
   // The step being run.
   std::span<const sequence_chunk> chunks;
@@ -144,12 +144,8 @@ struct cpu_backend::impl {
     rope_cos.resize(tokens * size_t(config.rope_dims / 2));
     rope_sin.resize(rope_cos.size());
     attention_scratch.resize(size_t(pool.size()) * size_t(config.queries_per_kv()) * size_t(config.context_length));
-    token_ids.resize(tokens);
-    positions.resize(tokens);
-    token_chunk.resize(tokens);
-    slots.resize(tokens);
-    sorted_slots.resize(tokens);
-    logits_token.resize(size_t(max_sequences));
+    layout = std::make_unique<step_layout>(
+        step_limits{max_tokens, max_sequences, config.context_length, config.vocab_size, geometry, 0});
 
     // Size every thread's matmul scratch now, so that a step never allocates (and so never throws).
     const int64_t widest = std::max({config.hidden_size, config.ffn_size, config.q_size()});
@@ -162,69 +158,14 @@ struct cpu_backend::impl {
            sizeof(uint16_t);
   }
 
-  // Checks the step and lays out per-token metadata. Runs on the calling thread before the parallel part.
+  // Checks the step and lays out per-token metadata (step_layout). Runs on the calling thread before the
+  // parallel part.
   void prepare(std::span<const sequence_chunk> step, std::span<float> logits_out) {
-    if (step.size() > size_t(max_sequences)) {
-      throw std::invalid_argument("step has " + std::to_string(step.size()) + " sequences, more than " +
-                                  std::to_string(max_sequences));
-    }
-    int64_t count = 0, outputs = 0;
-    for (size_t c = 0; c < step.size(); ++c) {
-      const sequence_chunk& chunk = step[c];
-      const int64_t n = int64_t(chunk.tokens.size());
-      if (n == 0) throw std::invalid_argument("step chunk " + std::to_string(c) + " has no tokens");
-      if (count + n > max_tokens) {
-        throw std::invalid_argument("step carries more than " + std::to_string(max_tokens) + " tokens");
-      }
-      const int64_t end = int64_t(chunk.start_position) + n;
-      if (chunk.start_position < 0 || end > config.context_length) {
-        throw std::invalid_argument("step chunk " + std::to_string(c) + " runs past the context length " +
-                                    std::to_string(config.context_length));
-      }
-      if (end > int64_t(chunk.block_table.size()) * geometry.block_size) {
-        throw std::invalid_argument("step chunk " + std::to_string(c) + ": block table does not cover position " +
-                                    std::to_string(end - 1));
-      }
-      for (int64_t block = 0; block < (end + geometry.block_size - 1) / geometry.block_size; ++block) {
-        const int32_t id = chunk.block_table[size_t(block)];
-        if (id < 0 || id >= geometry.num_blocks) {
-          throw std::invalid_argument("step chunk " + std::to_string(c) + ": block id " + std::to_string(id) +
-                                      " out of range");
-        }
-      }
-      for (int64_t i = 0; i < n; ++i) {
-        const int32_t token = chunk.tokens[size_t(i)];
-        if (token < 0 || token >= config.vocab_size) {
-          throw std::invalid_argument("token id " + std::to_string(token) + " out of range");
-        }
-        const int32_t position = chunk.start_position + int32_t(i);
-        token_ids[size_t(count)] = token;
-        positions[size_t(count)] = position;
-        token_chunk[size_t(count)] = int32_t(c);
-        slots[size_t(count)] = int64_t(chunk.block_table[size_t(position / geometry.block_size)]) *
-                                   geometry.block_size + position % geometry.block_size;
-        ++count;
-      }
-      if (chunk.compute_logits) logits_token[size_t(outputs++)] = int32_t(count - 1);
-    }
-    if (logits_out.size() < size_t(outputs) * size_t(config.vocab_size)) {
-      throw std::invalid_argument("logits buffer holds " + std::to_string(logits_out.size()) + " values; the step needs " +
-                                  std::to_string(outputs) + " x " + std::to_string(config.vocab_size));
-    }
-    // Two tokens writing one KV slot (a block listed twice, or two chunks of one sequence) would race and
-    // corrupt attention: refuse the step.
-    std::copy_n(slots.begin(), count, sorted_slots.begin());
-    std::sort(sorted_slots.begin(), sorted_slots.begin() + count);
-    if (auto twice = std::adjacent_find(sorted_slots.begin(), sorted_slots.begin() + count);
-        twice != sorted_slots.begin() + count) {
-      throw std::invalid_argument("two tokens of the step write the same KV slot (block " +
-                                  std::to_string(*twice / geometry.block_size) + ", offset " +
-                                  std::to_string(*twice % geometry.block_size) + ")");
-    }
+    layout->prepare(step, int64_t(logits_out.size()));
     chunks = step;
     logits = logits_out.data();
-    num_tokens = count;
-    num_logits = outputs;
+    num_tokens = layout->num_tokens();
+    num_logits = layout->num_logits();
   }
 
   // Token t: hidden += projected (the last sublayer's output) when `add_residual`, then the RMS norm
@@ -252,9 +193,9 @@ struct cpu_backend::impl {
     // Embeddings and per-token rotary angles.
     for (int64_t t = my_tokens.begin; t < my_tokens.end; ++t) {
       const auto& embedding = weights->token_embedding;
-      dequantize_row(embedding.type, embedding.data + size_t(token_ids[size_t(t)]) * embedding.row_bytes,
+      dequantize_row(embedding.type, embedding.data + size_t(layout->token_ids()[size_t(t)]) * embedding.row_bytes,
                      hidden.data() + t * hidden_size, hidden_size);
-      kernels::rope_angles(positions[size_t(t)], config.rope_dims, config.rope_freq_base, config.rope_freq_scale,
+      kernels::rope_angles(layout->positions()[size_t(t)], config.rope_dims, config.rope_freq_base, config.rope_freq_scale,
                            freq_factors, rope_cos.data() + t * half_rope, rope_sin.data() + t * half_rope);
     }
 
@@ -280,7 +221,7 @@ struct cpu_backend::impl {
                             sin_values);
         kernels::apply_rope(k.data() + t * kv_size, config.num_kv_heads, config.head_dim, config.rope_dims,
                             cos_values, sin_values);
-        kernels::store_kv(k.data() + t * kv_size, v.data() + t * kv_size, layer_k, layer_v, slots[size_t(t)],
+        kernels::store_kv(k.data() + t * kv_size, v.data() + t * kv_size, layer_k, layer_v, layout->slots()[size_t(t)],
                           kv_size);
       }
       pool.barrier();
@@ -292,8 +233,8 @@ struct cpu_backend::impl {
       for (int64_t item = thread; item < num_tokens * config.num_kv_heads; item += pool.size()) {
         const int64_t t = item / config.num_kv_heads;
         const int32_t kv_head = int32_t(item % config.num_kv_heads);
-        const sequence_chunk& chunk = chunks[size_t(token_chunk[size_t(t)])];
-        kernels::attend(q.data() + t * q_size, layer_k, layer_v, chunk.block_table, positions[size_t(t)] + 1, kv_head,
+        const sequence_chunk& chunk = chunks[size_t(layout->token_chunk()[size_t(t)])];
+        kernels::attend(q.data() + t * q_size, layer_k, layer_v, chunk.block_table, layout->positions()[size_t(t)] + 1, kv_head,
                         shape, attn_out.data() + t * q_size, scratch);
       }
       pool.barrier();
@@ -323,7 +264,7 @@ struct cpu_backend::impl {
     // Final residual and norm for the tokens that need logits, then the LM head over all of them at once.
     const auto my_outputs = pool.split(num_logits, thread);
     for (int64_t o = my_outputs.begin; o < my_outputs.end; ++o) {
-      const int64_t t = logits_token[size_t(o)];
+      const int64_t t = layout->logits_tokens()[size_t(o)];
       float* x = hidden.data() + t * hidden_size;
       const float* delta = projected.data() + t * hidden_size;
       for (int32_t i = 0; i < hidden_size; ++i) x[i] += delta[i];

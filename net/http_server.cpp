@@ -56,6 +56,8 @@ struct choice_event {
   bool final = false;
   clock::time_point at = clock::now();  // when the engine produced it (for the latency metrics)
   std::string text;
+  bool has_sample = false;  // the token's logprobs, when the request asked for them
+  sample_result sample;
   generation_final result;  // when final
 };
 
@@ -81,10 +83,12 @@ class choice_sink final : public generation_sink {
  public:
   choice_sink(std::shared_ptr<exchange_state> state, int32_t index) : state_(std::move(state)), index_(index) {}
   void on_delta(const generation_delta& delta) override {
-    if (!delta.text.empty()) state_->push({index_, false, clock::now(), delta.text, {}});
+    // A token that released no text still carries its logprobs, when asked for.
+    if (!delta.text.empty() || delta.has_sample)
+      state_->push({index_, false, clock::now(), delta.text, delta.has_sample, delta.sample, {}});
   }
   void on_final(const generation_final& final_event) override {
-    state_->push({index_, true, clock::now(), {}, final_event});
+    state_->push({index_, true, clock::now(), {}, false, {}, final_event});
   }
 
  private:
@@ -395,6 +399,10 @@ struct http_server::impl {
 
     const size_t num_choices = ids.size();
     std::vector<std::string> texts(num_choices);
+    // Logprobs, when asked for: every token's for a whole response, those not yet sent for a stream.
+    const bool want_logprobs = req.params.sampling.logprobs;
+    std::vector<std::vector<sample_result>> samples(num_choices);
+    std::vector<choice_logprobs> logprobs(num_choices, choice_logprobs{tok.get(), {}, 0});
     std::vector<generation_final> finals(num_choices);
     std::vector<bool> started(num_choices, false);
     std::vector<clock::time_point> last_text_at(num_choices);
@@ -437,6 +445,8 @@ struct http_server::impl {
             metrics.observe_end_to_end(std::chrono::duration<double>(event.at - started_at).count());
           }
         } else {
+          if (event.has_sample) samples[c].push_back(event.sample);
+          if (event.text.empty()) continue;  // logprobs only: they go out with the next text
           texts[c] += event.text;
           if (last_text_at[c] == clock::time_point{})
             metrics.observe_time_to_first_token(std::chrono::duration<double>(event.at - started_at).count());
@@ -461,10 +471,13 @@ struct http_server::impl {
           if (ec) client_gone = true;
         }
         if (client_gone) continue;
+        logprobs[c].samples = samples[c];
         choice_output out{event.index, event.final ? std::string_view() : std::string_view(event.text),
-                          event.final ? event.result.reason : engine::finish_reason::none};
+                          event.final ? event.result.reason : engine::finish_reason::none,
+                          want_logprobs ? &logprobs[c] : nullptr};
         chunk.clear();
         write_chunk(chunk, kind, meta, out, !started[c]);
+        samples[c].clear();
         started[c] = true;
         if (!co_await write_event(chunk)) client_gone = true;
       }
@@ -500,7 +513,10 @@ struct http_server::impl {
       co_return !ec;
     }
     std::vector<choice_output> choices;
-    for (size_t c = 0; c < num_choices; ++c) choices.push_back({int32_t(c), texts[c], finals[c].reason});
+    for (size_t c = 0; c < num_choices; ++c) {
+      logprobs[c].samples = samples[c];
+      choices.push_back({int32_t(c), texts[c], finals[c].reason, want_logprobs ? &logprobs[c] : nullptr});
+    }
     std::string body;
     write_response(body, kind, meta, choices, usage);
     co_await send(stream, http::status::ok, std::move(body), keep_alive);
@@ -513,8 +529,10 @@ struct http_server::impl {
   //   {"id": ID, "type": "completion" | "chat", ...the /v1/completions or /v1/chat/completions fields}
   //   {"id": ID, "type": "cancel"}
   // Server -> client:
-  //   {"id": ID, "type": "delta", "index": i, "text": "..."}            per piece of text
-  //   {"id": ID, "type": "done", "choices": [{"index", "finish_reason"}], "usage": {...}}
+  //   {"id": ID, "type": "delta", "index": i, "text": "..."}            per piece of text (plus "logprobs",
+  //                                                                     as in the HTTP chunks, when asked)
+  //   {"id": ID, "type": "done", "choices": [{"index", "finish_reason"}], "usage": {...}}  (choices get
+  //                                                                     "logprobs" of tokens no delta carried)
   //   {"id": ID, "type": "error", "error": {...}}                       the request was refused
   // Several requests may run at once on one socket; closing it cancels them all.
   struct ws_request {
@@ -522,6 +540,10 @@ struct http_server::impl {
     std::vector<generation_final> finals;
     size_t finished = 0;
     int32_t n = 1;
+    endpoint kind = endpoint::completions;
+    bool want_logprobs = false;
+    std::vector<std::vector<sample_result>> unsent_samples;  // per choice, until its next delta frame
+    std::vector<choice_logprobs> logprobs;                   // per choice
   };
 
   struct ws_event {
@@ -529,6 +551,8 @@ struct http_server::impl {
     int32_t index = 0;
     bool final = false;
     std::string text;
+    bool has_sample = false;
+    sample_result sample;
     generation_final result;
   };
 
@@ -557,9 +581,12 @@ struct http_server::impl {
     ws_sink(std::shared_ptr<ws_state> state, std::string client_id, int32_t index)
         : state_(std::move(state)), client_id_(std::move(client_id)), index_(index) {}
     void on_delta(const generation_delta& delta) override {
-      if (!delta.text.empty()) state_->push({client_id_, index_, false, delta.text, {}});
+      if (!delta.text.empty() || delta.has_sample)
+        state_->push({client_id_, index_, false, delta.text, delta.has_sample, delta.sample, {}});
     }
-    void on_final(const generation_final& final_event) override { state_->push({client_id_, index_, true, {}, final_event}); }
+    void on_final(const generation_final& final_event) override {
+      state_->push({client_id_, index_, true, {}, false, {}, final_event});
+    }
 
    private:
     std::shared_ptr<ws_state> state_;
@@ -603,11 +630,15 @@ struct http_server::impl {
     }
     ws_request& running = state.requests[env.id_json];
     running.n = req.n;
+    running.kind = kind;
+    running.want_logprobs = req.params.sampling.logprobs;
     ++active_completions;
     running.engine_ids = submit_choices(req, kind, [&](int32_t index) {
       return std::make_shared<ws_sink>(state.shared_from_this(), env.id_json, index);
     });
     running.finals.resize(running.engine_ids.size());
+    running.unsent_samples.resize(running.engine_ids.size());
+    running.logprobs.assign(running.engine_ids.size(), choice_logprobs{tok.get(), {}, 0});
   }
 
   // Engine events -> frames; a request's "done" (or "error") once all its choices have ended.
@@ -624,8 +655,20 @@ struct http_server::impl {
       std::string frame;
       json_writer w(frame);
       if (!event.final) {
+        std::vector<sample_result>& unsent = request.unsent_samples[size_t(event.index)];
+        if (event.has_sample) unsent.push_back(event.sample);
+        if (event.text.empty()) continue;  // logprobs only: they go out with the next text
         w.begin_object().key("id").raw(event.client_id);  // as the client wrote it
-        w.key("type").value("delta").key("index").value(event.index).key("text").value(event.text).end_object();
+        w.key("type").value("delta").key("index").value(event.index).key("text").value(event.text);
+        if (request.want_logprobs) {
+          choice_logprobs& logprobs = request.logprobs[size_t(event.index)];
+          logprobs.samples = unsent;
+          std::string json;
+          write_logprobs(json, request.kind, logprobs);
+          w.key("logprobs").raw(json);
+          unsent.clear();
+        }
+        w.end_object();
         state.outgoing.push_back(std::move(frame));
         continue;
       }
@@ -642,7 +685,14 @@ struct http_server::impl {
         w.begin_object().key("id").raw(event.client_id);
         w.key("type").value("done").key("choices").begin_array();
         for (size_t c = 0; c < request.finals.size(); ++c) {
-          w.begin_object().key("index").value(int64_t(c)).key("finish_reason").value(openai_finish_reason(request.finals[c].reason)).end_object();
+          w.begin_object().key("index").value(int64_t(c)).key("finish_reason").value(openai_finish_reason(request.finals[c].reason));
+          if (request.want_logprobs) {  // of the tokens after the last delta (an end-of-generation token)
+            request.logprobs[c].samples = request.unsent_samples[c];
+            std::string json;
+            write_logprobs(json, request.kind, request.logprobs[c]);
+            w.key("logprobs").raw(json);
+          }
+          w.end_object();
           if (c % size_t(request.n) == 0) usage.prompt_tokens += request.finals[c].prompt_tokens;
           usage.completion_tokens += request.finals[c].completion_tokens;
         }

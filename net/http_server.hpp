@@ -12,11 +12,13 @@
 //   POST /detokenize             {"tokens"} -> {"prompt"}
 //   GET  /v1/ws                  WebSocket: several streamed requests per socket (protocol in http_server.cpp)
 //   GET  /metrics                Prometheus text: outcomes, TTFT / inter-token / end-to-end histograms,
-//                                the engine's queues, KV blocks, prefix-cache hit rate, token counters
+//                                the engine's queues, KV blocks, prefix-cache hit rate, token counters,
+//                                queue-time and batch-size-per-step histograms
 //
 // Errors are OpenAI error objects: 400 for bad input (the field named), 404 for an unknown model or path,
 // 405, 413 (body too large), 431 (headers too large), 429 with Retry-After when the waiting queue is
-// full, 401 without a valid API key (when keys are set), 500 when the engine fails. A client that goes away mid-request cancels it: its KV blocks are freed.
+// full, 401 without a valid API key (when keys are set), 503 while shutting down, 500 when the engine
+// fails. A client that goes away mid-request cancels it: its KV blocks are freed.
 #pragma once
 
 #include <chrono>

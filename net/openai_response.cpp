@@ -1,6 +1,10 @@
 #include "openai_response.hpp"
 
+#include <algorithm>
+
+#include "inflight/tokenizer.hpp"
 #include "json_writer.hpp"
+#include "unicode_text.hpp"
 
 namespace inflight::net {
 
@@ -30,7 +34,80 @@ void write_usage(json_writer& w, const usage_counts& usage) {
   w.key("total_tokens").value(usage.prompt_tokens + usage.completion_tokens).end_object();
 }
 
+// A token as logprobs name it: valid UTF-8 whatever its bytes.
+std::string token_text(const tokenizer& tok, int32_t id) { return unicode::to_valid_utf8(tok.token_bytes(id)); }
+
+int64_t count_code_points(std::string_view utf8) {
+  return std::count_if(utf8.begin(), utf8.end(), [](char c) { return (static_cast<unsigned char>(c) & 0xC0) != 0x80; });
+}
+
+void write_bytes(json_writer& w, const tokenizer& tok, int32_t id) {
+  w.key("bytes").begin_array();
+  for (const char byte : tok.token_bytes(id)) w.value(int64_t(static_cast<unsigned char>(byte)));
+  w.end_array();
+}
+
+void write_completion_logprobs(json_writer& w, choice_logprobs& lp) {
+  const tokenizer& tok = *lp.tok;
+  w.begin_object().key("tokens").begin_array();
+  for (const sample_result& s : lp.samples) w.value(token_text(tok, s.token));
+  w.end_array().key("token_logprobs").begin_array();
+  for (const sample_result& s : lp.samples) w.value(double(s.logprob));
+  w.end_array().key("top_logprobs").begin_array();
+  for (const sample_result& s : lp.samples) {
+    w.begin_object();
+    bool chosen_listed = false;
+    for (int32_t i = 0; i < s.num_top; ++i) {
+      w.key(token_text(tok, s.top[size_t(i)].token)).value(double(s.top[size_t(i)].logprob));
+      chosen_listed = chosen_listed || s.top[size_t(i)].token == s.token;
+    }
+    if (!chosen_listed) w.key(token_text(tok, s.token)).value(double(s.logprob));
+    w.end_object();
+  }
+  w.end_array().key("text_offset").begin_array();
+  for (const sample_result& s : lp.samples) {
+    w.value(lp.text_offset);
+    lp.text_offset += count_code_points(token_text(tok, s.token));
+  }
+  w.end_array().end_object();
+}
+
+void write_chat_logprobs(json_writer& w, const choice_logprobs& lp) {
+  const tokenizer& tok = *lp.tok;
+  w.begin_object().key("content").begin_array();
+  for (const sample_result& s : lp.samples) {
+    w.begin_object().key("token").value(token_text(tok, s.token)).key("logprob").value(double(s.logprob));
+    write_bytes(w, tok, s.token);
+    w.key("top_logprobs").begin_array();
+    for (int32_t i = 0; i < s.num_top; ++i) {
+      const token_logprob& alternative = s.top[size_t(i)];
+      w.begin_object().key("token").value(token_text(tok, alternative.token)).key("logprob").value(double(alternative.logprob));
+      write_bytes(w, tok, alternative.token);
+      w.end_object();
+    }
+    w.end_array().end_object();
+  }
+  w.end_array().end_object();
+}
+
+void write_choice_logprobs(json_writer& w, endpoint kind, choice_logprobs* logprobs) {
+  w.key("logprobs");
+  if (!logprobs) {
+    w.null();
+    return;
+  }
+  std::string json;
+  write_logprobs(json, kind, *logprobs);
+  w.raw(json);
+}
+
 }  // namespace
+
+void write_logprobs(std::string& out, endpoint kind, choice_logprobs& logprobs) {
+  json_writer w(out);
+  if (kind == endpoint::completions) write_completion_logprobs(w, logprobs);
+  else write_chat_logprobs(w, logprobs);
+}
 
 const char* openai_finish_reason(engine::finish_reason reason) {
   switch (reason) {
@@ -65,11 +142,11 @@ void write_response(std::string& out, endpoint kind, const response_meta& meta, 
   for (const choice_output& choice : choices) {
     w.begin_object().key("index").value(choice.index);
     if (kind == endpoint::completions) {
-      w.key("text").value(choice.text).key("logprobs").null();
+      w.key("text").value(choice.text);
     } else {
       w.key("message").begin_object().key("role").value("assistant").key("content").value(choice.text).end_object();
-      w.key("logprobs").null();
     }
+    write_choice_logprobs(w, kind, choice.logprobs);
     write_finish(w, choice.finish);
     w.end_object();
   }
@@ -84,12 +161,13 @@ void write_chunk(std::string& out, endpoint kind, const response_meta& meta, con
   write_header(w, kind, meta, true);
   w.key("choices").begin_array().begin_object().key("index").value(choice.index);
   if (kind == endpoint::completions) {
-    w.key("text").value(choice.text).key("logprobs").null();
+    w.key("text").value(choice.text);
   } else {
     w.key("delta").begin_object();
     if (first) w.key("role").value("assistant");
-    w.key("content").value(choice.text).end_object().key("logprobs").null();
+    w.key("content").value(choice.text).end_object();
   }
+  write_choice_logprobs(w, kind, choice.logprobs);
   write_finish(w, choice.finish);
   w.end_object().end_array().end_object();
 }

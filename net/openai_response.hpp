@@ -9,7 +9,12 @@
 #include <string_view>
 
 #include "inflight/engine_protocol.hpp"
+#include "inflight/sampling.hpp"
 #include "openai_request.hpp"
+
+namespace inflight {
+class tokenizer;
+}
 
 namespace inflight::net {
 
@@ -28,11 +33,28 @@ struct usage_counts {
   int64_t prompt_tokens = 0, completion_tokens = 0;
 };
 
+// Log-probabilities of a choice's tokens: all of them in a whole response, those since the previous chunk
+// in a stream. Tokens are named by the tokenizer: their bytes, with U+FFFD for a token that ends inside a
+// UTF-8 character (the raw bytes are in chat's "bytes" field), special tokens by their text, as vLLM does.
+struct choice_logprobs {
+  const tokenizer* tok = nullptr;
+  std::span<const sample_result> samples;
+  // Completions' text_offset: where the first token's text starts in the choice's output, in characters
+  // (code points). Writing advances it past the tokens written, ready for the next chunk.
+  int64_t text_offset = 0;
+};
+
 struct choice_output {
   int32_t index = 0;
   std::string_view text;
   engine::finish_reason finish = engine::finish_reason::none;
+  choice_logprobs* logprobs = nullptr;  // null: not asked for (JSON null)
 };
+
+// The "logprobs" value of a choice: completions' {"tokens", "token_logprobs", "top_logprobs", "text_offset"}
+// (top_logprobs maps token text to logprob and, as in vLLM, includes the chosen token), or chat's
+// {"content": [{"token", "logprob", "bytes", "top_logprobs": [{"token", "logprob", "bytes"}]}]}.
+void write_logprobs(std::string& out, endpoint kind, choice_logprobs& logprobs);
 
 // {"error": {"message", "type", "param", "code": null}}
 void write_error(std::string& out, const api_error& error);

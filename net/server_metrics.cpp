@@ -30,29 +30,19 @@ void metric(std::string& out, const std::string& name, const char* type, const s
 
 }  // namespace
 
-histogram::histogram(std::vector<double> upper_bounds)
-    : bounds_(std::move(upper_bounds)), counts_(bounds_.size() + 1, 0) {}
-
-void histogram::observe(double value) {
-  size_t bucket = 0;
-  while (bucket < bounds_.size() && value > bounds_[bucket]) ++bucket;
-  ++counts_[bucket];
-  sum_ += value;
-  ++count_;
-}
-
-void histogram::render(std::string& out, const std::string& name, const std::string& help) const {
+void render_histogram(std::string& out, const bucket_histogram& histogram, const std::string& name,
+                      const std::string& help) {
   header(out, name, "histogram", help);
-  uint64_t cumulative = 0;
-  for (size_t i = 0; i <= bounds_.size(); ++i) {
-    cumulative += counts_[i];
+  int64_t cumulative = 0;
+  for (size_t i = 0; i < histogram.counts.size(); ++i) {
+    cumulative += histogram.counts[i];
     out += name + "_bucket{le=\"";
-    if (i < bounds_.size()) append_number(out, bounds_[i]);
+    if (i < histogram.upper_bounds.size()) append_number(out, histogram.upper_bounds[i]);
     else out += "+Inf";
     out += "\"} " + std::to_string(cumulative) + "\n";
   }
-  sample(out, name + "_sum", sum_);
-  out += name + "_count " + std::to_string(count_) + "\n";
+  sample(out, name + "_sum", histogram.sum);
+  out += name + "_count " + std::to_string(histogram.count) + "\n";
 }
 
 server_metrics::server_metrics()
@@ -83,9 +73,9 @@ std::string server_metrics::render() const {
   header(out, "inflight_requests_rejected_total", "counter", "Completion requests refused with an HTTP error, by status.");
   for (const auto& [status, count] : rejected_)
     out += "inflight_requests_rejected_total{status=\"" + std::to_string(status) + "\"} " + std::to_string(count) + "\n";
-  time_to_first_token_.render(out, "inflight_time_to_first_token_seconds", "From request to the first generated text.");
-  inter_token_latency_.render(out, "inflight_inter_token_latency_seconds", "Between consecutive streamed text deltas.");
-  end_to_end_.render(out, "inflight_e2e_request_latency_seconds", "From request to the last token.");
+  render_histogram(out, time_to_first_token_, "inflight_time_to_first_token_seconds", "From request to the first generated text.");
+  render_histogram(out, inter_token_latency_, "inflight_inter_token_latency_seconds", "Between consecutive streamed text deltas.");
+  render_histogram(out, end_to_end_, "inflight_e2e_request_latency_seconds", "From request to the last token.");
 
   const engine_stats& e = engine_;
   metric(out, "inflight_num_requests_running", "gauge", "Sequences in the running batch.", e.running);
@@ -100,6 +90,12 @@ std::string server_metrics::render() const {
   metric(out, "inflight_generation_tokens_total", "counter", "Tokens generated.", double(e.generated_tokens));
   metric(out, "inflight_preemptions_total", "counter", "Sequences preempted for lack of KV blocks.", double(e.preemptions));
   metric(out, "inflight_engine_steps_total", "counter", "Engine steps run.", double(e.steps));
+  // Empty until the first snapshot arrives (no bounds yet): rendered only once they exist.
+  if (!e.queue_time_seconds.counts.empty())
+    render_histogram(out, e.queue_time_seconds, "inflight_request_queue_time_seconds",
+                     "From submit to first admission into the running batch.");
+  if (!e.step_batch_size.counts.empty())
+    render_histogram(out, e.step_batch_size, "inflight_step_batch_size", "Sequences per engine step.");
   return out;
 }
 

@@ -11,24 +11,14 @@
 #include <string>
 #include <vector>
 
+#include "inflight/bucket_histogram.hpp"
 #include "inflight/engine.hpp"
 
 namespace inflight::net {
 
-// A cumulative histogram with fixed upper bounds (seconds), as Prometheus expects.
-class histogram {
- public:
-  explicit histogram(std::vector<double> upper_bounds);
-  void observe(double value);
-  // Appends the _bucket, _sum and _count lines.
-  void render(std::string& out, const std::string& name, const std::string& help) const;
-
- private:
-  std::vector<double> bounds_;
-  std::vector<uint64_t> counts_;  // per bucket, not cumulative; the last one is +Inf
-  double sum_ = 0;
-  uint64_t count_ = 0;
-};
+// Appends a histogram's HELP/TYPE lines and its cumulative _bucket, _sum and _count lines.
+void render_histogram(std::string& out, const bucket_histogram& histogram, const std::string& name,
+                      const std::string& help);
 
 class server_metrics {
  public:
@@ -46,7 +36,7 @@ class server_metrics {
  private:
   std::array<uint64_t, 7> finished_{};  // by engine::finish_reason
   std::vector<std::pair<int, uint64_t>> rejected_;  // (status, count)
-  histogram time_to_first_token_, inter_token_latency_, end_to_end_;
+  bucket_histogram time_to_first_token_, inter_token_latency_, end_to_end_;
   engine_stats engine_;
 };
 

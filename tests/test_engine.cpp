@@ -13,6 +13,7 @@
 #include <random>
 #include <string>
 #include <thread>
+#include <unordered_map>
 #include <vector>
 
 #include "inflight/batch_generator.hpp"
@@ -489,5 +490,109 @@ TEST_CASE("a failing step fails its sequences and the engine carries on") {
   const auto second = run_all(*eng, {later});
   CHECK(second[0]->result.reason == end_reason::length);
   CHECK(second[0]->tokens == run_alone(later));
+  check_drained(*eng);
+}
+
+namespace {
+
+// A backend that samples "on its device", as the CUDA backend does: it keeps the samplers and the
+// executor hands it sampler ids instead of sampling logits itself. Here the device is the CPU backend
+// plus host samplers, so the executor's device-sampling path runs everywhere. It also records the calls.
+class self_sampling_backend final : public backend {
+ public:
+  struct call_counts {
+    std::atomic<int> added{0}, removed{0};
+  };
+  self_sampling_backend(std::unique_ptr<cpu_backend> inner, std::shared_ptr<call_counts> calls)
+      : calls_(std::move(calls)), inner_(std::move(inner)), logits_(size_t(inner_->max_step_sequences()) * size_t(inner_->config().vocab_size)) {}
+  const model_config& config() const override { return inner_->config(); }
+  kv_cache_geometry kv_geometry() const override { return inner_->kv_geometry(); }
+  int32_t max_step_tokens() const override { return inner_->max_step_tokens(); }
+  int32_t max_step_sequences() const override { return inner_->max_step_sequences(); }
+  void forward(std::span<const sequence_chunk>, std::span<float>) override {
+    FAIL("forward() called on a backend that samples on its device");
+  }
+  bool samples_on_device() const override { return true; }
+  void add_sampler(uint64_t sequence, const sampling_params& params, std::span<const int32_t> prompt) override {
+    REQUIRE(sequence > 0);
+    REQUIRE_FALSE(samplers_.contains(sequence));
+    auto s = std::make_unique<sampler>(params, inner_->config().vocab_size);
+    s->set_prompt(prompt);
+    samplers_[sequence] = std::move(s);
+    ++calls_->added;
+  }
+  void remove_sampler(uint64_t sequence) override {
+    if (samplers_.erase(sequence)) ++calls_->removed;
+  }
+  void forward_and_sample(std::span<const sequence_chunk> chunks, std::span<const uint64_t> samplers,
+                          std::span<sample_result> results) override {
+    inner_->forward(chunks, logits_);
+    REQUIRE(samplers.size() == results.size());
+    for (size_t row = 0; row < samplers.size(); ++row) {
+      if (samplers[row] == 0) {
+        results[row] = sample_result{};
+        continue;
+      }
+      results[row] = samplers_.at(samplers[row])->sample(logits_.data() + row * size_t(inner_->config().vocab_size));
+    }
+  }
+
+  std::shared_ptr<call_counts> calls_;  // outlives the backend, which the engine owns
+  std::unique_ptr<cpu_backend> inner_;
+  std::vector<float> logits_;
+  std::unordered_map<uint64_t, std::unique_ptr<sampler>> samplers_;
+};
+
+}  // namespace
+
+TEST_CASE("a backend that samples on its device gets the same tokens, logprobs and sampler lifetimes") {
+  std::mt19937 rng(7);
+  std::vector<generation_params> requests;
+  for (int i = 0; i < 12; ++i) {
+    generation_params params = greedy(random_prompt(rng, 5 + i), 6 + i);
+    if (i % 3 == 1) {  // seeded sampling with penalties and logprobs: the sampler's state must carry over
+      params.sampling.temperature = 0.8f;
+      params.sampling.seed = 100 + i;
+      params.sampling.repetition_penalty = 1.3f;
+      params.sampling.logprobs = true;
+      params.sampling.top_logprobs = 2;
+    }
+    requests.push_back(params);
+  }
+  // Each request alone in its engine, so the seeded draws do not depend on the batch's makeup.
+  for (const generation_params& params : requests) {
+    auto host = make_engine();
+    auto calls = std::make_shared<self_sampling_backend::call_counts>();
+    auto on_device = inference_engine::create(std::make_unique<self_sampling_backend>(make_backend(), calls), model().tok,
+                                              chat_template::from_gguf(*model().file), engine_options{});
+    const auto host_sink = run_all(*host, {params})[0];
+    const auto device_sink = run_all(*on_device, {params})[0];
+    CHECK(device_sink->tokens == host_sink->tokens);
+    REQUIRE(device_sink->samples.size() == host_sink->samples.size());
+    for (size_t i = 0; i < host_sink->samples.size(); ++i) {
+      CHECK(device_sink->samples[i].logprob == host_sink->samples[i].logprob);
+      CHECK(device_sink->samples[i].top[1].token == host_sink->samples[i].top[1].token);
+    }
+    check_drained(*on_device);
+    // The release follows the final event through the scheduler to the executor: give it a moment.
+    for (int i = 0; i < 500 && calls->removed == 0; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    CHECK(calls->added == 1);
+    CHECK(calls->removed == 1);
+  }
+}
+
+TEST_CASE("detokenize off: token ids without text, and stop strings refused") {
+  auto eng = make_engine();
+  generation_params params = greedy({1000, 2000, 3000}, 5);
+  params.detokenize = false;
+  const auto sink = run_all(*eng, {params})[0];
+  CHECK(sink->result.error == request_error::none);
+  CHECK(sink->tokens.size() == 5);
+  CHECK(sink->text.empty());
+  CHECK(sink->result.text.empty());
+  params.stop = {"x"};
+  const auto refused = run_all(*eng, {params})[0];
+  CHECK(refused->result.error == request_error::invalid_request);
+  CHECK(refused->result.message.find("detokenize") != std::string::npos);
   check_drained(*eng);
 }

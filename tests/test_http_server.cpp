@@ -13,11 +13,14 @@
 #include <boost/beast/websocket.hpp>
 #include <simdjson.h>
 
+#include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <map>
 #include <memory>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "http_server.hpp"
 #include "inflight/cpu_backend.hpp"
@@ -159,6 +162,91 @@ TEST_CASE("completions plain and streamed give the same text") {
   int64_t usage_tokens = 0;
   REQUIRE(json(parser, events[events.size() - 2])["usage"]["completion_tokens"].get_int64().get(usage_tokens) == simdjson::SUCCESS);
   CHECK(usage_tokens == 12);
+}
+
+TEST_CASE("logprobs: completions and chat, whole and streamed, one entry per token") {
+  served_model served;
+  simdjson::dom::parser parser;
+  const auto real = [](simdjson::dom::element e) { return double(e); };
+
+  // Completions: tokens, token_logprobs, top_logprobs (the 2 most likely plus the chosen one, as vLLM), text_offset.
+  const std::string request = R"({"prompt": "The capital of France is", "max_tokens": 8, "temperature": 0, "ignore_eos": true, "logprobs": 2)";
+  const reply plain = post(served.port, "/v1/completions", request + "}");
+  REQUIRE(plain.status == 200);
+  auto choice = json(parser, plain.body)["choices"].at(0);
+  const std::string text = str(choice["text"]);
+  auto logprobs = choice["logprobs"];
+  REQUIRE(logprobs.is_object());
+  std::vector<std::string> tokens;
+  for (auto token : logprobs["tokens"].get_array()) tokens.push_back(str(token));
+  REQUIRE(tokens.size() == 8);
+  std::string joined;
+  int64_t offset = 0;
+  for (size_t i = 0; i < tokens.size(); ++i) {
+    CHECK(int64_t(logprobs["text_offset"].at(i)) == offset);  // ASCII here: characters are bytes
+    offset += int64_t(tokens[i].size());
+    joined += tokens[i];
+    const double chosen = real(logprobs["token_logprobs"].at(i));
+    CHECK(chosen <= 0.0);
+    auto top = logprobs["top_logprobs"].at(i).get_object();
+    CHECK(top.size() == 2);  // greedy: the chosen token is the most likely, already among the two
+    double best = -1e30, total = 0;
+    for (auto field : top) {
+      best = std::max(best, real(field.value));
+      total += std::exp(real(field.value));
+    }
+    CHECK(chosen == doctest::Approx(best));  // greedy picks the most likely token
+    CHECK(double(top[tokens[i]]) == doctest::Approx(chosen));
+    CHECK(total <= 1.0 + 1e-6);
+  }
+  CHECK(joined == text);
+  // Not asked for: null.
+  CHECK(json(parser, post(served.port, "/v1/completions", R"({"prompt": "Hi", "max_tokens": 2})").body)["choices"].at(0)["logprobs"].is_null());
+
+  // Streamed: the chunks' entries add up to the same tokens and values.
+  const reply streamed = post(served.port, "/v1/completions", request + R"(, "stream": true})");
+  REQUIRE(streamed.status == 200);
+  std::vector<std::string> streamed_tokens;
+  std::vector<int64_t> streamed_offsets;
+  for (const std::string& event : sse_events(streamed.body)) {
+    if (event == "[DONE]") break;
+    auto chunk_logprobs = json(parser, event)["choices"].at(0)["logprobs"];
+    for (auto token : chunk_logprobs["tokens"].get_array()) streamed_tokens.push_back(str(token));
+    for (auto at : chunk_logprobs["text_offset"].get_array()) streamed_offsets.push_back(int64_t(at));
+  }
+  CHECK(streamed_tokens == tokens);
+  REQUIRE(streamed_offsets.size() == tokens.size());
+  CHECK(streamed_offsets.back() == int64_t(text.size() - tokens.back().size()));
+
+  // Chat: content entries with bytes and top_logprobs lists, streamed.
+  const reply chat = post(served.port, "/v1/chat/completions",
+      R"({"messages": [{"role": "user", "content": "Say hello"}], "max_tokens": 6, "temperature": 0, "ignore_eos": true, "logprobs": true, "top_logprobs": 3, "stream": true})");
+  REQUIRE(chat.status == 200);
+  std::string content, from_entries;
+  size_t entries = 0;
+  for (const std::string& event : sse_events(chat.body)) {
+    if (event == "[DONE]") break;
+    auto delta_choice = json(parser, event)["choices"].at(0);
+    content += str(delta_choice["delta"]["content"]);
+    for (auto entry : delta_choice["logprobs"]["content"].get_array()) {
+      ++entries;
+      const std::string token = str(entry["token"]);
+      from_entries += token;
+      std::string bytes;
+      for (auto byte : entry["bytes"].get_array()) bytes.push_back(char(int64_t(byte)));
+      CHECK(bytes == token);  // plain text: the raw bytes are the token's text
+      auto top = entry["top_logprobs"].get_array();
+      CHECK(top.size() == 3);
+      CHECK(str(top.at(0)["token"]) == token);
+      CHECK(real(top.at(0)["logprob"]) == doctest::Approx(real(entry["logprob"])));
+      CHECK(real(top.at(0)["logprob"]) >= real(top.at(1)["logprob"]));
+    }
+  }
+  CHECK(entries == 6);
+  CHECK(from_entries == content);
+
+  // WebSocket deltas carry them too (checked below with the other WebSocket tests' client).
+  CHECK(served.engine->stats().kv_blocks_used == 0);
 }
 
 TEST_CASE("chat completions, several prompts and n") {
@@ -332,6 +420,14 @@ TEST_CASE("ready once the engine runs") {
   CHECK(call(served.port, http::verb::get, "/ready").status == 200);
 }
 
+// The value on a Prometheus text line "NAME VALUE" ("" when there is no such line).
+std::string metric_value(const std::string& text, const std::string& name) {
+  const size_t at = text.find("\n" + name + " ");
+  if (at == std::string::npos) return {};
+  const size_t start = at + name.size() + 2;
+  return text.substr(start, text.find('\n', start) - start);
+}
+
 TEST_CASE("metrics report outcomes, latencies and the engine's state in Prometheus format") {
   served_model served;
   REQUIRE(post(served.port, "/v1/completions", R"({"prompt": "Once upon a time", "max_tokens": 12, "ignore_eos": true, "stream": true})").status == 200);
@@ -353,6 +449,12 @@ TEST_CASE("metrics report outcomes, latencies and the engine's state in Promethe
   CHECK(text.find("inflight_generation_tokens_total 12\n") != std::string::npos);
   CHECK(text.find("inflight_kv_blocks_used 0\n") != std::string::npos);
   CHECK(text.find("inflight_num_requests_running 0\n") != std::string::npos);
+  // The engine's histograms: one queue time for the one request; one batch size per step, each of 1.
+  CHECK(text.find("inflight_request_queue_time_seconds_count 1\n") != std::string::npos);
+  const std::string steps = metric_value(text, "inflight_engine_steps_total");
+  CHECK(std::stoi(steps) >= 12);  // a prefill and at least 11 decodes
+  CHECK(metric_value(text, "inflight_step_batch_size_count") == steps);
+  CHECK(metric_value(text, "inflight_step_batch_size_bucket{le=\"1\"}") == steps);
 }
 
 namespace {
@@ -385,16 +487,29 @@ TEST_CASE("WebSocket: concurrent requests on one socket stream deltas and a done
   client.send(R"({"id": "first", "type": "completion", "prompt": "The capital of France is", "max_tokens": 10, "temperature": 0})");
   client.send(R"({"id": 2, "messages": [{"role": "user", "content": "Hello"}], "max_tokens": 6, "temperature": 0})");
   client.send(R"({"id": "bad", "prompt": "x", "n": 0})");
+  client.send(R"({"id": "lp", "prompt": "The capital of France is", "max_tokens": 5, "temperature": 0, "ignore_eos": true, "logprobs": 1})");
   std::map<std::string, std::string> texts;
   std::map<std::string, std::string> done;
-  while (done.size() < 3) {
+  std::string logprob_tokens;
+  size_t logprob_entries = 0;
+  while (done.size() < 4) {
     const std::string frame = client.receive();
     auto root = json(parser, frame);
     const std::string id = root["id"].is_string() ? str(root["id"]) : std::to_string(int64_t(root["id"]));
     const std::string type = str(root["type"]);
     if (type == "delta") texts[id] += str(root["text"]);
     else done[id] = frame;
+    if (type == "delta") CHECK((root["logprobs"].error() == simdjson::SUCCESS) == (id == "lp"));  // only when asked
+    if (id == "lp" && type == "delta") {
+      for (auto token : root["logprobs"]["tokens"].get_array()) {
+        logprob_tokens += str(token);
+        ++logprob_entries;
+      }
+    }
   }
+  CHECK(logprob_entries == 5);
+  CHECK(logprob_tokens == texts["lp"]);
+  CHECK(texts["lp"] == rest_text.substr(0, texts["lp"].size()));
   CHECK(texts["first"] == rest_text);
   CHECK_FALSE(texts["2"].empty());
   CHECK(str(json(parser, done["first"])["type"]) == "done");

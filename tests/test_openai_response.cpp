@@ -4,10 +4,14 @@
 
 #include <simdjson.h>
 
+#include <filesystem>
 #include <random>
+#include <span>
 #include <string>
 #include <vector>
 
+#include "inflight/gguf.hpp"
+#include "inflight/tokenizer.hpp"
 #include "json_writer.hpp"
 #include "openai_response.hpp"
 
@@ -148,4 +152,43 @@ TEST_CASE("streaming chunks, the usage chunk and error bodies") {
   json.clear();
   write_error(json, api_error{400, "bad", "invalid_request_error", ""});
   CHECK(parse(parser, json)["error"]["param"].is_null());
+}
+
+TEST_CASE("logprobs name a token that splits a character by U+FFFD and keep its raw bytes") {
+  if (!std::filesystem::exists(INFLIGHT_DEFAULT_MODEL)) FAIL("default model missing: " << INFLIGHT_DEFAULT_MODEL);
+  const auto tok = tokenizer::from_gguf(*gguf::gguf_file::open(INFLIGHT_DEFAULT_MODEL));
+  // SmolLM2 splits " 🦀" across three tokens; the first two are not valid UTF-8 alone.
+  const std::vector<int32_t> ids = tok->encode(" 🦀", false);
+  REQUIRE(ids.size() == 3);
+  std::vector<sample_result> samples(ids.size());
+  for (size_t i = 0; i < ids.size(); ++i) {
+    samples[i].token = ids[i];
+    samples[i].logprob = -0.5f * float(i + 1);
+    samples[i].num_top = 1;
+    samples[i].top[0] = {ids[i], samples[i].logprob};
+  }
+  simdjson::dom::parser parser;
+
+  choice_logprobs chat{tok.get(), samples, 0};
+  std::string out;
+  write_logprobs(out, endpoint::chat_completions, chat);
+  auto content = parse(parser, out)["content"];
+  std::string raw;
+  for (size_t i = 0; i < ids.size(); ++i) {
+    auto entry = content.at(i);
+    for (auto byte : entry["bytes"].get_array()) raw.push_back(char(int_of(byte)));
+    CHECK(double(entry["logprob"]) == doctest::Approx(-0.5 * double(i + 1)));
+    CHECK(text_of(entry["top_logprobs"].at(0)["token"]) == text_of(entry["token"]));
+  }
+  CHECK(raw == " 🦀");  // the bytes put the character back together
+  CHECK(text_of(content.at(0)["token"]) == " \xEF\xBF\xBD");  // " " + U+FFFD for the lone lead bytes
+
+  // Completions: the offsets advance by each token's text in characters, across calls (stream chunks).
+  choice_logprobs completion{tok.get(), std::span<const sample_result>(samples).first(1), 5};
+  out.clear();
+  write_logprobs(out, endpoint::completions, completion);
+  auto first = parse(parser, out);
+  CHECK(int_of(first["text_offset"].at(0)) == 5);
+  CHECK(completion.text_offset == 7);  // " " and U+FFFD
+  CHECK(first["top_logprobs"].at(0).get_object().size() == 1);  // the chosen token is the top one
 }

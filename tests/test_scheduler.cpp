@@ -305,11 +305,17 @@ TEST_CASE("preemption is reported in the plan and nothing stalls") {
   d.submit(2, 20, 40, false);
   d.submit(3, 5, 2, false);
   bool saw_preemption = false;
+  int64_t steps_with_work = 0, sequences_in_steps = 0, steps_of_one = 0;
   for (int i = 0; i < 1000 && !d.sched.idle(); ++i) {
     const auto& plan = d.sched.schedule();
     if (!plan.preempted.empty()) {
       saw_preemption = true;
       CHECK(plan.empty() == false);
+    }
+    if (!plan.empty()) {
+      ++steps_with_work;
+      sequences_in_steps += int64_t(plan.chunks.size());
+      steps_of_one += plan.chunks.size() == 1;
     }
     std::vector<int32_t> sampled;
     for (const auto& c : plan.chunks)
@@ -319,6 +325,13 @@ TEST_CASE("preemption is reported in the plan and nothing stalls") {
   CHECK(d.sched.idle());
   CHECK(saw_preemption);
   CHECK(kv.stats().used_blocks == 0);
+  // The /metrics histograms: one batch size per step; one queue time per sequence, a preempted sequence's
+  // return not counted again.
+  const scheduler_stats stats = d.sched.stats();
+  CHECK(stats.step_batch_size.count == steps_with_work);
+  CHECK(stats.step_batch_size.sum == doctest::Approx(double(sequences_in_steps)));
+  CHECK(stats.step_batch_size.counts[0] == steps_of_one);  // the "le 1" bucket
+  CHECK(stats.queue_time_seconds.count == 3);
 }
 
 TEST_CASE("cancellation frees blocks while waiting and during prefill and decode") {

@@ -6,7 +6,9 @@
 //   bench_batching latency  [--rates 1,2,4,8] [--duration-requests 64] [--prompt-len 32] [--mean-tokens 64]
 //                           [--max-tokens 256] [--max-batch 64] [--seed 7] [--json PATH]
 //   bench_batching overhead [--batch 64] [--tokens 128] [--prompt-len 32] [--json PATH]
-//   common: [--model PATH] [--threads T] [--kv-cache-mb 1024] [--max-step-tokens N]
+//   common: [--model PATH] [--device auto|cpu|cuda] [--threads T] [--kv-cache-mb 1024] [--max-step-tokens N]
+//           [--gpu-memory-fraction 0.9] [--no-cuda-graphs] [--dummy-weights CONFIG.json (cuda only: random
+//           weights of a Hugging Face config's shape; the GGUF still gives the tokenizer)]
 //
 // Workload: prompts of exactly --prompt-len random token ids (1000..19999, different per request), greedy,
 // ignore_eos, and each request's output length drawn from an exponential distribution with the given mean,
@@ -37,7 +39,9 @@
 #include <thread>
 #include <vector>
 
+#include "backend_choice.hpp"
 #include "cli_options.hpp"
+#include "inflight/cuda_backend.hpp"
 #include "inflight/chat_template.hpp"
 #include "inflight/cpu_backend.hpp"
 #include "inflight/engine.hpp"
@@ -86,8 +90,13 @@ std::vector<std::vector<int32_t>> draw_prompts(std::mt19937_64& rng, int32_t cou
   return prompts;
 }
 
+// False with --dummy-weights: a random model's token ids need not exist in the GGUF's tokenizer, so its
+// requests come back as ids only (every request of the run is made the same way).
+bool detokenize_outputs = true;
+
 generation_params make_request(const std::vector<int32_t>& prompt, int32_t output_length) {
   generation_params params;
+  params.detokenize = detokenize_outputs;
   params.prompt_tokens = prompt;
   params.sampling.temperature = 0;  // greedy: no sampling cost differences between runs
   params.max_tokens = output_length;
@@ -141,6 +150,10 @@ class timing_sink final : public generation_sink {
 
 struct bench_setup {
   std::string model_path = INFLIGHT_DEFAULT_MODEL;
+  std::string device = "auto";
+  double gpu_memory_fraction = 0.9;
+  bool cuda_graphs = true;
+  std::string dummy_config;  // non-empty: CUDA dummy weights of this Hugging Face config
   int threads = 0;
   int32_t max_batch = 64;
   int32_t max_step_tokens = 0;  // 0: max(512, max_batch x prompt_len)
@@ -164,14 +177,26 @@ loaded_model load_model(const bench_setup& setup) {
 
 std::unique_ptr<inference_engine> make_engine(loaded_model& model, const bench_setup& setup, int32_t prompt_len,
                                               bool static_batching) {
-  cpu_backend_options backend_options;
-  backend_options.num_threads = setup.threads;
-  backend_options.max_step_sequences = setup.max_batch;
-  backend_options.max_step_tokens =
-      setup.max_step_tokens > 0 ? setup.max_step_tokens : std::max(512, setup.max_batch * prompt_len);
-  backend_options.kv_cache_bytes = size_t(setup.kv_cache_mb) << 20;
-  auto backend = std::make_unique<cpu_backend>(model.file, backend_options);
-  model.backend_threads = backend->num_threads();
+  cli::backend_choice choice;
+  choice.device = setup.device;
+  choice.threads = setup.threads;
+  choice.max_step_sequences = setup.max_batch;
+  choice.max_step_tokens = setup.max_step_tokens > 0 ? setup.max_step_tokens : std::max(512, setup.max_batch * prompt_len);
+  choice.kv_cache_mb = setup.kv_cache_mb;
+  choice.gpu_memory_fraction = setup.gpu_memory_fraction;
+  choice.cuda_graphs = setup.cuda_graphs;
+  std::unique_ptr<backend> backend;
+  if (!setup.dummy_config.empty()) {
+    cuda_backend_options options;
+    options.max_step_sequences = choice.max_step_sequences;
+    options.max_step_tokens = choice.max_step_tokens;
+    options.gpu_memory_fraction = choice.gpu_memory_fraction;
+    options.cuda_graphs = choice.cuda_graphs;
+    backend = make_dummy_cuda_backend(setup.dummy_config, 1, options);
+  } else {
+    backend = cli::make_backend(model.file, choice);
+  }
+  if (const auto* cpu = dynamic_cast<const cpu_backend*>(backend.get())) model.backend_threads = cpu->num_threads();
   model.backend_description = backend->describe();
 
   engine_options options;
@@ -338,6 +363,13 @@ std::vector<double> parse_rates(const std::string& text) {
 bool read_common(cli::option_reader& reader, const std::string& name, bench_setup& setup, std::string& json_path) {
   if (name == "model") setup.model_path = reader.string_value();
   else if (name == "threads") setup.threads = int(reader.int_value(0, 1024));
+  else if (name == "device") setup.device = reader.string_value();
+  else if (name == "gpu-memory-fraction") setup.gpu_memory_fraction = reader.float_value();
+  else if (name == "no-cuda-graphs") { reader.flag(); setup.cuda_graphs = false; }
+  else if (name == "dummy-weights") {
+    setup.dummy_config = reader.string_value();
+    detokenize_outputs = false;
+  }
   else if (name == "kv-cache-mb") setup.kv_cache_mb = reader.int_value(1, 1 << 20);
   else if (name == "max-step-tokens") setup.max_step_tokens = int32_t(reader.int_value(1, 1 << 20));
   else if (name == "max-batch") setup.max_batch = int32_t(reader.int_value(1, 4096));

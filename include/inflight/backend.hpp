@@ -15,8 +15,10 @@
 #include <cstddef>
 #include <cstdint>
 #include <span>
+#include <string>
 
 #include "inflight/model_config.hpp"
+#include "inflight/sampling.hpp"
 
 namespace inflight {
 
@@ -43,6 +45,8 @@ class backend {
   virtual int32_t max_step_tokens() const = 0;
   // Most sequences (chunks) one step may carry; also the most logits rows one step writes.
   virtual int32_t max_step_sequences() const = 0;
+  // One line for logs: the device, kernels, KV cache size.
+  virtual std::string describe() const { return {}; }
 
   // Runs one forward step. Writes the K/V of every new token into its block, and for the i-th chunk with
   // compute_logits writes config().vocab_size logits at logits[i * vocab_size] (i counts only the chunks
@@ -50,6 +54,20 @@ class backend {
   // table that does not cover the positions, an out-of-range block or token id, two tokens writing one
   // KV slot, a logits buffer too small.
   virtual void forward(std::span<const sequence_chunk> chunks, std::span<float> logits) = 0;
+
+  // Sampling where the logits are. A backend that answers true (the CUDA backend: its logits never cross
+  // to the host) keeps one sampler per sequence and the executor calls the three functions below instead
+  // of forward() and its own host samplers. The results must be those of inflight::sampler's semantics.
+  virtual bool samples_on_device() const { return false; }
+  // A sequence's sampler: its params, and its prompt for the repetition penalty. `sequence` > 0.
+  virtual void add_sampler(uint64_t sequence, const sampling_params& params, std::span<const int32_t> prompt);
+  // Forgets the sampler (unknown ids are ignored).
+  virtual void remove_sampler(uint64_t sequence);
+  // Runs forward(), then samples one token for each chunk with compute_logits, in order: samplers[i] names
+  // the i-th such chunk's sampler (0: none; its result is token -1) and results[i] gets the sample
+  // (logprobs as the sampler's params ask). Throws as forward() does, and for an unknown sampler.
+  virtual void forward_and_sample(std::span<const sequence_chunk> chunks, std::span<const uint64_t> samplers,
+                                  std::span<sample_result> results);
 };
 
 }  // namespace inflight

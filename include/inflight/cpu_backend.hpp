@@ -42,7 +42,7 @@ class cpu_backend final : public backend {
   int num_threads() const;
   size_t kv_bytes_per_block() const;
   // Human-readable summary: threads, ISA of the kernels, KV cache size, converted weights.
-  std::string describe() const;
+  std::string describe() const override;
 
  private:
   struct impl;

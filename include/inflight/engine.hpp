@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "inflight/backend.hpp"
+#include "inflight/bucket_histogram.hpp"
 #include "inflight/chat_template.hpp"
 #include "inflight/engine_protocol.hpp"
 #include "inflight/sampling.hpp"
@@ -38,6 +39,9 @@ struct generation_params {
   std::vector<std::string> stop;  // stop strings: the output ends before the first one, which is not emitted
   bool ignore_eos = false;        // keep going past end-of-generation tokens (benchmarks)
   bool skip_special_tokens = true;
+  // false: deltas carry token ids but no text (benchmarks of dummy-weight models, whose ids the tokenizer
+  // need not know); stop strings then cannot be used.
+  bool detokenize = true;
   std::optional<std::chrono::milliseconds> timeout;  // deadline, counted from submit
   int32_t priority = 0;  // lower runs first
 };
@@ -101,6 +105,8 @@ struct engine_stats {
   int64_t finished = 0, cancelled = 0, aborted = 0;
   int32_t kv_blocks_total = 0, kv_blocks_used = 0, kv_blocks_cached = 0, kv_blocks_free = 0;
   int64_t prefix_queried_tokens = 0, prefix_hit_tokens = 0;
+  // Since the engine started: seconds from submit to first admission, and sequences per step.
+  bucket_histogram queue_time_seconds, step_batch_size;
   // Time from the executor's view: loop_seconds is wall time between the start of the first step and the
   // end of the last one while the engine was busy (idle gaps excluded); forward and sampling are inside it.
   double loop_seconds = 0, forward_seconds = 0, sampling_seconds = 0;

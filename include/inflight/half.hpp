@@ -54,6 +54,15 @@ inline uint16_t fp32_to_fp16(float f) {
   return uint16_t(sign | half);
 }
 
+// Round-to-nearest-even, as PyTorch's and CUDA's __float2bfloat16 do; NaN stays a (quiet) NaN.
+inline uint16_t fp32_to_bf16(float f) {
+  uint32_t x;
+  std::memcpy(&x, &f, sizeof x);
+  if ((x & 0x7fffffffu) > 0x7f800000u) return uint16_t((x >> 16) | 0x0040u);
+  x += 0x7fffu + ((x >> 16) & 1u);
+  return uint16_t(x >> 16);
+}
+
 inline float bf16_to_fp32(uint16_t h) {
   const uint32_t bits = uint32_t(h) << 16;
   float f;
