@@ -72,6 +72,12 @@ cublaslt_gemm::plan& cublaslt_gemm::plan_for(int64_t m, int64_t n, int64_t k, ge
   check(cublasLtMatmulPreferenceSetAttribute(preference, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &workspace_bytes_,
                                              sizeof workspace_bytes_),
         "workspace preference");
+  // No split-K style reductions: with them the summation order over K would depend on the algorithm
+  // chosen for each M, so a sequence's logits would change with the batch size (docs/cuda-notes.md).
+  const uint32_t reduction = CUBLASLT_REDUCTION_SCHEME_NONE;
+  check(cublasLtMatmulPreferenceSetAttribute(preference, CUBLASLT_MATMUL_PREF_REDUCTION_SCHEME_MASK, &reduction,
+                                             sizeof reduction),
+        "reduction preference");
   cublasLtMatmulHeuristicResult_t result{};
   int found = 0;
   const cublasStatus_t status = cublasLtMatmulAlgoGetHeuristic(as_handle(handle_), p->desc, p->w_layout, p->x_layout,

@@ -24,6 +24,7 @@
 #include <cstring>
 #include <functional>
 #include <map>
+#include <set>
 #include <stdexcept>
 #include <string>
 #include <unordered_map>
@@ -95,6 +96,22 @@ class pinned_memory {
   void* data_ = nullptr;
 };
 
+// The backend's stream, destroyed with it (also when its constructor throws half-way).
+class owned_stream {
+ public:
+  owned_stream() = default;
+  ~owned_stream() {
+    if (stream_) cudaStreamDestroy(stream_);
+  }
+  owned_stream(const owned_stream&) = delete;
+  owned_stream& operator=(const owned_stream&) = delete;
+  void create() { INFLIGHT_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking)); }
+  operator cudaStream_t() const { return stream_; }
+
+ private:
+  cudaStream_t stream_ = nullptr;
+};
+
 struct layer_weights {
   device_memory attn_norm, qkv, attn_output, ffn_norm, gate_up, down;
 };
@@ -133,6 +150,13 @@ std::vector<int32_t> graph_buckets(int32_t max_sequences) {
   return buckets;
 }
 
+// A captured decode graph's shape: batch bucket, context bucket (the decode grid), sampling or logits out.
+struct graph_key {
+  int32_t batch = 0, context = 0;
+  bool sample = false;
+  auto operator<=>(const graph_key&) const = default;
+};
+
 class cuda_backend final : public backend {
  public:
   // Real weights: `visit` feeds bf16 tensors from the GGUF file; dummy: from a random source.
@@ -141,7 +165,8 @@ class cuda_backend final : public backend {
       : config_(config), options_(options), description_(std::move(description)) {
     validate_options();
     INFLIGHT_CUDA_CHECK(cudaSetDevice(options.device));
-    INFLIGHT_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
+    stream_.create();
+    gemm_ = std::make_unique<gpu::cublaslt_gemm>();  // its workspace goes on the device just selected
     load_weights(weight_source);
     const std::vector<float> inverse = gpu::rope_inverse_frequencies(config_, rope_freq_factors);
     rope_inv_freq_ = device_memory(sizeof(float) * inverse.size());
@@ -155,8 +180,7 @@ class cuda_backend final : public backend {
   }
 
   ~cuda_backend() override {
-    for (auto& [bucket, graph] : graphs_) cudaGraphExecDestroy(graph);
-    if (stream_) cudaStreamDestroy(stream_);
+    for (auto& [key, graph] : graphs_) cudaGraphExecDestroy(graph);
   }
 
   const model_config& config() const override { return config_; }
@@ -312,7 +336,13 @@ class cuda_backend final : public backend {
     std::copy(l.slots().begin(), l.slots().end(), host_meta<int64_t>(metadata_->slots));
     std::copy(l.query_start_loc().begin(), l.query_start_loc().end(), host_meta<int32_t>(metadata_->query_start_loc));
     std::copy(l.seq_lens().begin(), l.seq_lens().end(), host_meta<int32_t>(metadata_->seq_lens));
-    std::copy(l.block_tables().begin(), l.block_tables().end(), host_meta<int32_t>(metadata_->block_tables));
+    // step_layout's dense table has the same stride; only the columns up to the longest sequence's blocks
+    // are copied (and uploaded): a long-context model's full rows are megabytes.
+    const int32_t stride = max_blocks_per_sequence_;
+    const int32_t used_blocks = std::max(1, (l.max_seq_len() + geometry_.block_size - 1) / geometry_.block_size);
+    for (int32_t s = 0; s < sequences; ++s)
+      std::copy_n(l.block_tables().data() + size_t(s) * size_t(stride), used_blocks,
+                  host_meta<int32_t>(metadata_->block_tables) + size_t(s) * size_t(stride));
     std::copy(l.logits_tokens().begin(), l.logits_tokens().end(), host_meta<int32_t>(metadata_->logits_rows));
     // Padding rows of a graph bucket: token 0 at position 0 writes nothing (slot -1) and attends to
     // nothing (seq_len 0); its logits row reads token row 0 and its sampler row is unused.
@@ -326,21 +356,48 @@ class cuda_backend final : public backend {
       host_meta<int32_t>(metadata_->seq_lens)[s] = 0;
       host_meta<int32_t>(metadata_->logits_rows)[s] = 0;
     }
+    // Padding rows' block tables: the null block (never read: their seq_len is 0).
+    for (int32_t s = sequences; s < padded_sequences; ++s)
+      std::fill_n(host_meta<int32_t>(metadata_->block_tables) + size_t(s) * size_t(stride), used_blocks, 0);
     if (!l.decode_only())
       gpu::build_prefill_tile_map(l.query_start_loc().data(), sequences, config_.num_heads, config_.num_kv_heads,
                                   host_meta<int32_t>(metadata_->tile_map), max_tiles_);
-    INFLIGHT_CUDA_CHECK(cudaMemcpyAsync(metadata_device_.as<void>(), metadata_host_.as<void>(), metadata_->total,
-                                        cudaMemcpyHostToDevice, stream_));
+    upload_metadata(padded_tokens, padded_sequences, used_blocks, !l.decode_only());
+  }
+
+  // Copies the parts of the staged metadata this step uses, section by section (the buffers are sized for
+  // the largest step, and the block tables for the model's whole context: uploading all of it would cost
+  // megabytes per step). Addresses stay fixed, as CUDA graphs need.
+  void upload_metadata(int32_t tokens, int32_t sequences, int32_t used_blocks, bool with_tile_map) {
+    auto copy = [this](size_t offset, size_t bytes) {
+      INFLIGHT_CUDA_CHECK(cudaMemcpyAsync(metadata_device_.as<char>() + offset, metadata_host_.as<char>() + offset, bytes,
+                                          cudaMemcpyHostToDevice, stream_));
+    };
+    copy(metadata_->token_ids, sizeof(int32_t) * size_t(tokens));
+    copy(metadata_->positions, sizeof(int32_t) * size_t(tokens));
+    copy(metadata_->slots, sizeof(int64_t) * size_t(tokens));
+    copy(metadata_->query_start_loc, sizeof(int32_t) * size_t(sequences + 1));
+    copy(metadata_->seq_lens, sizeof(int32_t) * size_t(sequences));
+    copy(metadata_->logits_rows, sizeof(int32_t) * size_t(sequences));
+    copy(metadata_->sampling, sizeof(gpu::device_sampling_params) * size_t(sequences));
+    if (with_tile_map) copy(metadata_->tile_map, sizeof(int32_t) * 2 * size_t(max_tiles_));
+    // Each sequence's row of the block table, only as far as the longest sequence's blocks.
+    const size_t pitch = sizeof(int32_t) * size_t(max_blocks_per_sequence_);
+    INFLIGHT_CUDA_CHECK(cudaMemcpy2DAsync(metadata_device_.as<char>() + metadata_->block_tables, pitch,
+                                          metadata_host_.as<char>() + metadata_->block_tables, pitch,
+                                          sizeof(int32_t) * size_t(used_blocks), size_t(sequences),
+                                          cudaMemcpyHostToDevice, stream_));
   }
 
   void gemm(const bf16* x, const device_memory& w, void* y, int64_t m, int64_t n, int64_t k,
             gpu::gemm_output output = gpu::gemm_output::bf16) {
-    gemm_.run(x, w.as<bf16>(), y, output, m, n, k, /*accumulate=*/false, stream_);
+    gemm_->run(x, w.as<bf16>(), y, output, m, n, k, /*accumulate=*/false, stream_);
   }
 
   // The whole forward pass (and sampling) for `tokens` token rows and `sequences` sequence rows, enqueued
   // on the stream; `decode` selects the decode attention kernel (one token per sequence).
   void enqueue_step(int32_t tokens, int32_t sequences, int32_t logits_rows, bool decode, bool sample) {
+    context_bucket_ = context_bucket(layout_->max_seq_len());
     const int32_t hidden = config_.hidden_size, ffn = config_.ffn_size, q_size = config_.q_size(), width = qkv_width();
     const float eps = config_.rms_norm_eps, scale = 1.0f / std::sqrt(float(config_.head_dim));
     bf16* residual = residual_.as<bf16>();
@@ -365,7 +422,7 @@ class cuda_backend final : public backend {
         args.block_table_stride = max_blocks_per_sequence_;
         args.seq_lens = device_meta<int32_t>(metadata_->seq_lens);
         args.num_seqs = sequences;
-        args.max_context = config_.context_length;
+        args.max_context = context_bucket_;  // sizes the split grid; results do not depend on it
         args.num_q_heads = config_.num_heads;
         args.num_kv_heads = config_.num_kv_heads;
         args.head_dim = config_.head_dim;
@@ -417,20 +474,47 @@ class cuda_backend final : public backend {
       samplers_.enqueue(logits_.as<float>(), logits_rows, device_meta<char>(metadata_->sampling), stream_);
   }
 
+  // The decode grid's context dimension: the step's longest sequence rounded up to a power of two (at
+  // least one split), so a graph serves a range of lengths and short contexts do not launch the CTAs of
+  // the model's whole context.
+  int32_t context_bucket(int32_t max_seq_len) const {
+    int32_t bucket = gpu::decode_split_tokens;
+    while (bucket < max_seq_len && bucket < config_.context_length) bucket *= 2;
+    return std::min(bucket, config_.context_length);
+  }
+
   void run_step(bool sample) {
+    try {
+      run_step_unchecked(sample);
+    } catch (...) {
+      // Work already queued (the metadata upload, kernels) must finish before the next step rewrites the
+      // pinned staging buffer; its result is of no use.
+      cudaStreamSynchronize(stream_);
+      cudaGetLastError();
+      throw;
+    }
+  }
+
+  void run_step_unchecked(bool sample) {
     const step_layout& l = *layout_;
     const bool decode = l.decode_only();
-    // A decode step whose every sequence wants logits replays the bucket's graph (captured on first use);
-    // not when penalty lists are staged (their size changes from step to step).
+    // A decode step whose every sequence wants logits replays the graph of its (batch bucket, context
+    // bucket), captured on first use; not when penalty lists are staged (their size changes from step to
+    // step), and not for a shape whose capture failed before.
     if (options_.cuda_graphs && decode && l.num_logits() == l.num_sequences() && !(sample && samplers_.staged_penalties())) {
-      const int32_t bucket = bucket_for(l.num_sequences());
-      if (sample) samplers_.pad_rows(l.num_logits(), bucket, metadata_host_.as<char>() + metadata_->sampling);
-      stage_metadata(bucket);
-      const auto key = std::make_pair(bucket, sample);
-      auto found = graphs_.find(key);
-      if (found == graphs_.end()) found = graphs_.emplace(key, capture(bucket, sample)).first;
-      INFLIGHT_CUDA_CHECK(cudaGraphLaunch(found->second, stream_));
-      return;
+      const graph_key key{bucket_for(l.num_sequences()), context_bucket(l.max_seq_len()), sample};
+      if (!failed_graphs_.contains(key)) {
+        if (sample) samplers_.pad_rows(l.num_logits(), key.batch, metadata_host_.as<char>() + metadata_->sampling);
+        stage_metadata(key.batch);
+        if (const auto found = graphs_.find(key); found != graphs_.end()) {
+          INFLIGHT_CUDA_CHECK(cudaGraphLaunch(found->second, stream_));
+          return;
+        }
+        // First step of this shape: capture() runs it eagerly, then records it for the next ones.
+        if (cudaGraphExec_t graph = capture(key)) graphs_.emplace(key, graph);
+        else failed_graphs_.insert(key);  // eager from now on
+        return;
+      }
     }
     stage_metadata(l.num_sequences());
     enqueue_step(l.num_tokens(), l.num_sequences(), l.num_logits(), decode, sample);
@@ -442,36 +526,53 @@ class cuda_backend final : public backend {
     return *std::lower_bound(buckets_.begin(), buckets_.end(), sequences);
   }
 
-  cudaGraphExec_t capture(int32_t bucket, bool sample) {
-    // cuBLASLt picks its algorithms outside the capture (a heuristic query is host work).
+  // Runs the (already staged) step eagerly once, so every kernel and cuBLASLt algorithm of the shape has run
+  // before capture (first-use initialisation inside a capture fails), then captures the same step.
+  // Returns null when capture fails; the eager run has done the step's work either way.
+  cudaGraphExec_t capture(const graph_key& key) {
     const int32_t hidden = config_.hidden_size;
-    gemm_.prepare(bucket, qkv_width(), hidden, gpu::gemm_output::bf16, false);
-    gemm_.prepare(bucket, hidden, config_.q_size(), gpu::gemm_output::bf16, false);
-    gemm_.prepare(bucket, 2 * int64_t(config_.ffn_size), hidden, gpu::gemm_output::bf16, false);
-    gemm_.prepare(bucket, hidden, config_.ffn_size, gpu::gemm_output::bf16, false);
-    gemm_.prepare(bucket, config_.vocab_size, hidden, gpu::gemm_output::fp32, false);
+    gemm_->prepare(key.batch, qkv_width(), hidden, gpu::gemm_output::bf16, false);
+    gemm_->prepare(key.batch, hidden, config_.q_size(), gpu::gemm_output::bf16, false);
+    gemm_->prepare(key.batch, 2 * int64_t(config_.ffn_size), hidden, gpu::gemm_output::bf16, false);
+    gemm_->prepare(key.batch, hidden, config_.ffn_size, gpu::gemm_output::bf16, false);
+    gemm_->prepare(key.batch, config_.vocab_size, hidden, gpu::gemm_output::fp32, false);
+    enqueue_step(key.batch, key.batch, key.batch, /*decode=*/true, key.sample);
+    INFLIGHT_CUDA_CHECK_LAUNCH();
+    INFLIGHT_CUDA_CHECK(cudaStreamSynchronize(stream_));
+    // The graph must not change this step's state twice: the eager run above already wrote its K/V and
+    // sampled. Capturing records the work without running it.
     cudaGraph_t graph = nullptr;
-    INFLIGHT_CUDA_CHECK(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal));
-    try {
-      enqueue_step(bucket, bucket, bucket, /*decode=*/true, sample);
-    } catch (...) {
-      cudaStreamEndCapture(stream_, &graph);
-      if (graph) cudaGraphDestroy(graph);
-      throw;
+    if (cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal) != cudaSuccess) {
+      cudaGetLastError();
+      return nullptr;
     }
-    INFLIGHT_CUDA_CHECK(cudaStreamEndCapture(stream_, &graph));
+    bool recorded = true;
+    try {
+      enqueue_step(key.batch, key.batch, key.batch, /*decode=*/true, key.sample);
+    } catch (const std::exception&) {
+      recorded = false;
+    }
+    const cudaError_t ended = cudaStreamEndCapture(stream_, &graph);
+    if (!recorded || ended != cudaSuccess || !graph) {
+      if (graph) cudaGraphDestroy(graph);
+      cudaGetLastError();
+      return nullptr;
+    }
     cudaGraphExec_t exec = nullptr;
-    const cudaError_t status = cudaGraphInstantiate(&exec, graph, 0);
+    const cudaError_t instantiated = cudaGraphInstantiate(&exec, graph, 0);
     cudaGraphDestroy(graph);
-    INFLIGHT_CUDA_CHECK(status);
+    if (instantiated != cudaSuccess) {
+      cudaGetLastError();
+      return nullptr;
+    }
     return exec;
   }
 
   model_config config_;
   cuda_backend_options options_;
   std::string description_;
-  cudaStream_t stream_ = nullptr;
-  gpu::cublaslt_gemm gemm_;
+  owned_stream stream_;
+  std::unique_ptr<gpu::cublaslt_gemm> gemm_;
   size_t weight_bytes_ = 0;
   device_memory embedding_, output_norm_, output_, rope_inv_freq_;
   std::vector<layer_weights> layers_;
@@ -488,7 +589,9 @@ class cuda_backend final : public backend {
   std::unique_ptr<step_layout> layout_;
   gpu::device_samplers samplers_;
   std::vector<int32_t> buckets_;
-  std::map<std::pair<int32_t, bool>, cudaGraphExec_t> graphs_;
+  int32_t context_bucket_ = 0;  // of the step being enqueued
+  std::map<graph_key, cudaGraphExec_t> graphs_;
+  std::set<graph_key> failed_graphs_;
 };
 
 }  // namespace

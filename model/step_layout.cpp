@@ -79,9 +79,9 @@ void step_layout::prepare(std::span<const sequence_chunk> step, int64_t logits_c
     max_query_len_ = std::max(max_query_len_, int32_t(n));
     max_seq_len_ = std::max(max_seq_len_, int32_t(end));
     if (limits_.max_blocks_per_sequence > 0) {
-      int32_t* row = block_tables_.data() + c * size_t(limits_.max_blocks_per_sequence);
-      std::copy_n(chunk.block_table.begin(), blocks_used, row);
-      std::fill(row + blocks_used, row + limits_.max_blocks_per_sequence, 0);
+      // Only the blocks in use: the columns past them are never read (kernels stop at seq_lens), and
+      // clearing a whole row of a long-context model's table would cost more than the step's tokens.
+      std::copy_n(chunk.block_table.begin(), blocks_used, block_tables_.data() + c * size_t(limits_.max_blocks_per_sequence));
     }
   }
   if (logits_capacity >= 0 && int64_t(outputs) * limits_.vocab_size > logits_capacity) {

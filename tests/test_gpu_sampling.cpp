@@ -346,11 +346,14 @@ TEST_CASE("each penalty matches the CPU sampler under greedy, step by step") {
   INFLIGHT_REQUIRE_CUDA_DEVICE();
   constexpr int32_t vocab = 4096;
   constexpr int steps = 12;
-  // A few clear favourites, so that the penalties move the argmax between them.
+  // A few clear favourites, so that the penalties move the argmax between them. Every case runs twice:
+  // on these logits and on them shifted to all negative, where repetition multiplies instead of divides.
   std::vector<float> base = normal_logits(vocab, 1.0f, 2);
   const float favourites[] = {6.0f, 5.8f, 5.5f, -0.5f, 5.2f};
   for (int32_t i = 0; i < 5; ++i) base[static_cast<size_t>(100 * i + 11)] = favourites[i];
   base[2000] = -7.0f;
+  std::vector<float> shifted = base;
+  for (float& logit : shifted) logit -= 10.0f;
 
   struct penalty_case {
     float repetition;
@@ -359,12 +362,16 @@ TEST_CASE("each penalty matches the CPU sampler under greedy, step by step") {
   };
   const penalty_case cases[] = {{1.3f, 0.0f, 0.0f}, {0.7f, 0.0f, 0.0f}, {1.0f, 1.5f, 0.0f}, {1.0f, 0.0f, 0.4f},
                                 {1.2f, 0.5f, 0.3f}, {1.0f, -1.0f, 0.0f}, {1.0f, 0.0f, 0.0f}};
-  constexpr auto rows = static_cast<int32_t>(std::size(cases));
+  constexpr auto num_cases = static_cast<int32_t>(std::size(cases));
+  constexpr int32_t rows = 2 * num_cases;
   const std::vector<int32_t> prompt = {11, 311, 2000, 5, 5 + 1};  // 11 and 311 are favourites
+  auto row_logits = [&](int32_t r) -> const std::vector<float>& { return r < num_cases ? base : shifted; };
 
   std::vector<device_sampling_params> params;
   std::vector<inflight::sampler> cpu;
-  for (const penalty_case& c : cases) {
+  std::vector<float> logits;
+  for (int32_t r = 0; r < rows; ++r) {
+    const penalty_case& c = cases[r % num_cases];
     device_sampling_params p = greedy_params(4);
     p.repetition_penalty = c.repetition;
     p.presence_penalty = c.presence;
@@ -378,14 +385,13 @@ TEST_CASE("each penalty matches the CPU sampler under greedy, step by step") {
     cpu_params.top_logprobs = 4;
     cpu.emplace_back(cpu_params, vocab);
     cpu.back().set_prompt(prompt);
+    logits.insert(logits.end(), row_logits(r).begin(), row_logits(r).end());
   }
-  std::vector<float> logits;
-  for (int32_t r = 0; r < rows; ++r) logits.insert(logits.end(), base.begin(), base.end());
   sampling_batch batch(logits, vocab, params);
 
-  // The host keeps each row's list: the prompt's tokens, then generated ones with their counts.
+  // The host keeps each row's list: the prompt's tokens and the generated ones, with their counts.
   std::vector<std::vector<int32_t>> generated_counts(rows, std::vector<int32_t>(vocab, 0));
-  std::vector<int32_t> distinct_in_some_row;
+  std::vector<std::vector<int32_t>> cpu_tokens(rows);
   for (int step = 0; step < steps; ++step) {
     std::vector<row_penalties> lists(rows);
     for (int32_t r = 0; r < rows; ++r) {
@@ -402,8 +408,8 @@ TEST_CASE("each penalty matches the CPU sampler under greedy, step by step") {
     batch.launch();
     const launch_result result = batch.result();
     for (int32_t r = 0; r < rows; ++r) {
-      INFO("case " << r << ", step " << step);
-      std::vector<float> scratch = base;
+      INFO("case " << r % num_cases << (r < num_cases ? "" : " shifted") << ", step " << step);
+      std::vector<float> scratch = row_logits(r);
       const inflight::sample_result expected = cpu[static_cast<size_t>(r)].sample(scratch.data());
       const int32_t token = result.tokens[static_cast<size_t>(r)];
       CHECK(token == expected.token);
@@ -414,13 +420,17 @@ TEST_CASE("each penalty matches the CPU sampler under greedy, step by step") {
         CHECK(result.top_tokens[static_cast<size_t>(r) * max_top + static_cast<size_t>(i)] == expected.top[static_cast<size_t>(i)].token);
       }
       ++generated_counts[static_cast<size_t>(r)][static_cast<size_t>(expected.token)];
+      cpu_tokens[static_cast<size_t>(r)].push_back(expected.token);
     }
     CHECK(same_bits(batch.logits(), logits));  // restored bit for bit
   }
-  // The cases are not vacuous: the strong presence penalty walks through the favourites.
+  // The cases are not vacuous: the strong presence penalty walks through the favourites, and on the
+  // shifted logits repetition 1.3 must multiply prompt token 11 (-4 * 1.3 = -5.2 < -4.2: token 111 wins),
+  // where dividing (-3.08) would keep it.
   int32_t distinct = 0;
   for (int32_t count : generated_counts[2]) distinct += count > 0 ? 1 : 0;
   CHECK(distinct >= 3);
+  CHECK(cpu_tokens[static_cast<size_t>(num_cases)][0] == 111);
 }
 
 TEST_CASE("top-k = 1 is greedy at any temperature") {

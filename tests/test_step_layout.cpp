@@ -56,16 +56,14 @@ TEST_CASE("a mixed step: a prefill chunk continuing a sequence, and two decodes"
   CHECK(std::vector<int32_t>(layout.logits_tokens().begin(), layout.logits_tokens().end()) == std::vector<int32_t>{2, 3});
   CHECK(std::vector<int32_t>(layout.query_start_loc().begin(), layout.query_start_loc().end()) == std::vector<int32_t>{0, 3, 4, 5});
   CHECK(std::vector<int32_t>(layout.seq_lens().begin(), layout.seq_lens().end()) == std::vector<int32_t>{5, 10, 1});
-  // Dense rows of 16: the blocks in use, then zeros.
+  // Dense rows of 16: each row starts with its blocks in use (the rest is unspecified).
   const auto tables = layout.block_tables();
   REQUIRE(tables.size() == 3 * 16);
   CHECK(tables[0] == 3);
   CHECK(tables[1] == 1);
-  CHECK(tables[2] == 0);
   CHECK(tables[16] == 7);
   CHECK(tables[17] == 2);
   CHECK(tables[18] == 9);
-  CHECK(tables[19] == 0);
   CHECK(tables[32] == 0);
 
   // A pure decode step, reusing the same object: the arrays are rewritten, not appended to.

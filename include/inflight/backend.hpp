@@ -3,8 +3,8 @@
 //
 // Paged KV cache (the same logical layout on every backend, as vLLM's NHD layout):
 //
-//   per layer:  K[num_blocks][block_size][num_kv_heads][head_dim]   (fp16)
-//               V[num_blocks][block_size][num_kv_heads][head_dim]   (fp16)
+//   per layer:  K[num_blocks][block_size][num_kv_heads][head_dim]   (fp16 on the CPU, bf16 on CUDA)
+//               V[num_blocks][block_size][num_kv_heads][head_dim]
 //
 //   token at position p of a sequence lives in block block_table[p / block_size], slot p % block_size.
 //

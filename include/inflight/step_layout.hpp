@@ -53,8 +53,8 @@ class step_layout {
   // [qsl[s], qsl[s+1])); seq_lens is the KV length including this step's tokens.
   std::span<const int32_t> query_start_loc() const { return {query_start_loc_.data(), size_t(num_sequences_) + 1}; }
   std::span<const int32_t> seq_lens() const { return {seq_lens_.data(), size_t(num_sequences_)}; }
-  // num_sequences() rows of max_blocks_per_sequence columns; unused entries are 0 (a valid block that the
-  // kernels never read: they stop at seq_lens).
+  // num_sequences() rows of max_blocks_per_sequence columns; a row's entries past its sequence's blocks
+  // are unspecified (the kernels stop at seq_lens).
   std::span<const int32_t> block_tables() const {
     return {block_tables_.data(), size_t(num_sequences_) * size_t(limits_.max_blocks_per_sequence)};
   }
