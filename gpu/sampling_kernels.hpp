@@ -44,6 +44,8 @@ struct device_sampling_params {
   uint64_t seed = 0;                // the host picks a random one for requests without a seed
   uint64_t rng_step = 0;            // the draw uses Philox(seed, rng_step); the kernel writes rng_step + 1
 };
+// Host and device share this layout (the host fills an array and copies it over).
+static_assert(sizeof(device_sampling_params) == 56, "device_sampling_params layout");
 
 // The tokens each row penalises: a ragged list the host keeps up to date (append a generated token or
 // bump its count each step). Row r's entries are [offsets[r], offsets[r + 1]); a row without penalties
