@@ -642,7 +642,8 @@ void launch_sample(float* logits, int32_t rows, int32_t vocab_size, device_sampl
                    const device_penalty_lists& penalties, const device_sample_outputs& outputs, cudaStream_t stream) {
   require(rows >= 0, "rows must be >= 0");
   require(vocab_size > 0, "vocab_size must be > 0");
-  require(vocab_size <= (1 << 30), "vocab_size must be <= 2^30");
+  // The top-p mass is fixed point, up to 2^40 per token: a row's total fits 64 bits only below 2^24 tokens.
+  require(vocab_size <= (1 << 23), "vocab_size must be <= 2^23");
   if (rows == 0) return;
   require(logits != nullptr, "logits is null");
   require(params != nullptr, "params is null");

@@ -50,7 +50,8 @@ static_assert(sizeof(device_sampling_params) == 56, "device_sampling_params layo
 // The tokens each row penalises: a ragged list the host keeps up to date (append a generated token or
 // bump its count each step). Row r's entries are [offsets[r], offsets[r + 1]); a row without penalties
 // has an empty range and costs nothing, and so does a row whose three penalties are all neutral.
-// Each listed token must appear once per row (the prompt's tokens and the generated ones, merged):
+// Each listed token must appear once per row (the prompt's tokens and the generated ones, merged; a
+// duplicate would be penalised twice and its raw logit not restored — device_samplers keeps them unique):
 // repetition_penalty applies once to every listed token, presence and frequency to those with
 // generated_count > 0. Ids outside [0, vocab) are ignored.
 struct device_penalty_lists {
