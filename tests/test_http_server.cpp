@@ -18,6 +18,7 @@
 #include <cmath>
 #include <map>
 #include <memory>
+#include <random>
 #include <string>
 #include <thread>
 #include <vector>
@@ -615,4 +616,64 @@ TEST_CASE("a kept-alive connection serves request after request") {
     http::read(stream, buffer, response);
     CHECK(response.result_int() == 200);
   }
+}
+
+TEST_CASE("random bytes, truncated requests and garbage WebSocket frames never take the server down") {
+  net::server_options options;
+  options.read_timeout = std::chrono::seconds(2);  // truncated requests are dropped after this
+  served_model served({}, options);
+  std::mt19937 rng(2024);
+  const std::string body = R"({"prompt": "Once upon a time", "max_tokens": 64, "ignore_eos": true, "stream": true})";
+  const std::string valid = "POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: " +
+                            std::to_string(body.size()) + "\r\n\r\n" + body;
+  auto send_and_close = [&](const std::string& bytes, bool read_a_little) {
+    asio::io_context io;
+    tcp::socket socket(io);
+    socket.connect(tcp::endpoint(asio::ip::make_address("127.0.0.1"), served.port));
+    beast::error_code ec;
+    asio::write(socket, asio::buffer(bytes), ec);
+    if (read_a_little) {
+      char buffer[512];
+      socket.read_some(asio::buffer(buffer), ec);  // whatever comes first: an error reply, a chunk, or EOF
+    }
+    socket.close(ec);
+  };
+  // Random bytes, some starting like a request line.
+  for (int i = 0; i < 40; ++i) {
+    std::string bytes(std::uniform_int_distribution<size_t>(1, 3000)(rng), '\0');
+    for (char& c : bytes) c = char(std::uniform_int_distribution<int>(0, 255)(rng));
+    if (i % 4 == 0) bytes = "POST /v1/completions HTTP/1.1\r\n" + bytes;
+    send_and_close(bytes, i % 4 == 2);  // a bad request line is answered (or dropped) at once
+  }
+  // A valid streaming request cut at every kind of point: in the request line, the headers, the body
+  // (Content-Length promises more than comes), or complete but the client leaves at once.
+  for (int i = 0; i < 40; ++i) {
+    const size_t cut = std::uniform_int_distribution<size_t>(1, valid.size())(rng);
+    send_and_close(valid.substr(0, cut), false);
+  }
+  for (int i = 0; i < 4; ++i) send_and_close(valid, true);  // complete, left after the first bytes back
+  // A WebSocket that sends garbage after its handshake, then a valid request it abandons mid-stream.
+  {
+    ws_client client(served.port);
+    beast::get_lowest_layer(client.ws).socket().send(asio::buffer(std::string("\x81\xff garbage that is no frame")));
+  }
+  {
+    ws_client client(served.port);
+    client.send(R"({"id": 1, "prompt": "Once upon a time", "max_tokens": 500, "ignore_eos": true})");
+    client.receive();
+    beast::get_lowest_layer(client.ws).socket().close();
+  }
+  // Still serving, and nothing left running or holding blocks.
+  CHECK(call(served.port, http::verb::get, "/health").status == 200);
+  simdjson::dom::parser parser;
+  const reply after = post(served.port, "/v1/completions", R"({"prompt": "Hello", "max_tokens": 4})");
+  REQUIRE(after.status == 200);
+  CHECK_FALSE(str(json(parser, after.body)["choices"].at(0)["text"]).empty());
+  wait_for([&] {
+    const engine_stats stats = served.engine->stats();
+    return stats.running == 0 && stats.waiting == 0 && stats.kv_blocks_used == 0;
+  });
+  const engine_stats stats = served.engine->stats();
+  CHECK(stats.running == 0);
+  CHECK(stats.kv_blocks_used == 0);
 }
