@@ -31,6 +31,7 @@
 #include <stdexcept>
 
 #include "cuda_check.hpp"
+#include "kernel_helpers.cuh"
 
 namespace inflight::gpu {
 namespace {
@@ -40,16 +41,6 @@ using bf16 = __nv_bfloat16;
 constexpr int split_threads = 128;
 constexpr int max_group = 8;  // query heads per KV head the kernels are instantiated for
 constexpr size_t max_combine_shared_bytes = 48 * 1024;
-
-__device__ __forceinline__ void unpack8(const uint4& raw, float (&values)[8]) {
-  const __nv_bfloat162* pairs = reinterpret_cast<const __nv_bfloat162*>(&raw);
-#pragma unroll
-  for (int i = 0; i < 4; ++i) {
-    const float2 pair = __bfloat1622float2(pairs[i]);
-    values[2 * i] = pair.x;
-    values[2 * i + 1] = pair.y;
-  }
-}
 
 // Workspace layout (max_splits > 1 only), fp32:
 //   partial_out   [num_seqs][num_q_heads][max_splits][head_dim]   unnormalised sum_p 2^(s_p - m) v_p
@@ -282,12 +273,6 @@ __global__ void __launch_bounds__(head_dim)
   }
   out[(int64_t(seq) * num_q_heads + head) * head_dim + threadIdx.x] = __float2bfloat16(value / sum);
 }
-
-void require(bool condition, const char* message) {
-  if (!condition) throw std::invalid_argument(message);
-}
-
-bool aligned16(const void* pointer) { return reinterpret_cast<uintptr_t>(pointer) % 16 == 0; }
 
 template <int head_dim, int group>
 void launch_split(const decode_attention_args& args, int32_t max_splits, workspace_view workspace,

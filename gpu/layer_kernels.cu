@@ -8,37 +8,12 @@
 #include <string>
 
 #include "cuda_check.hpp"
+#include "kernel_helpers.cuh"
 
 namespace inflight::gpu {
 namespace {
 
 using bf16 = __nv_bfloat16;
-
-// ---- 8 x bf16 <-> 16-byte vector ----------------------------------------------------------------------
-
-__device__ __forceinline__ void unpack8(const uint4& raw, float (&values)[8]) {
-  const __nv_bfloat162* pairs = reinterpret_cast<const __nv_bfloat162*>(&raw);
-#pragma unroll
-  for (int i = 0; i < 4; ++i) {
-    const float2 pair = __bfloat1622float2(pairs[i]);
-    values[2 * i] = pair.x;
-    values[2 * i + 1] = pair.y;
-  }
-}
-
-__device__ __forceinline__ uint4 pack8(const float (&values)[8]) {
-  uint4 raw;
-  __nv_bfloat162* pairs = reinterpret_cast<__nv_bfloat162*>(&raw);
-#pragma unroll
-  for (int i = 0; i < 4; ++i) pairs[i] = __floats2bfloat162_rn(values[2 * i], values[2 * i + 1]);
-  return raw;
-}
-
-bool aligned16(const void* pointer) { return reinterpret_cast<uintptr_t>(pointer) % 16 == 0; }
-
-void require(bool condition, const char* message) {
-  if (!condition) throw std::invalid_argument(message);
-}
 
 int round_up_to_warps(int64_t threads, int max_threads) {
   const int64_t rounded = (threads + 31) / 32 * 32;

@@ -61,22 +61,42 @@ struct choice_event {
   generation_final result;  // when final
 };
 
-// Shared by a request's sinks (CAF threads) and its connection's coroutine (the strand).
-struct exchange_state : std::enable_shared_from_this<exchange_state> {
-  explicit exchange_state(asio::any_io_executor strand) : strand(strand), wake(strand) {}
+// Engine events for one coroutine, shared by the sinks (CAF threads) and the coroutine (its strand): a
+// sink pushes under the lock and posts a wake-up onto the strand; the coroutine takes the batch queued so
+// far, or waits on `wake` when there is none. Owned through shared_ptr (the posted wake-up holds one).
+template <class Event>
+struct event_inbox : std::enable_shared_from_this<event_inbox<Event>> {
+  explicit event_inbox(asio::any_io_executor strand) : strand(strand), wake(strand) {}
   asio::any_io_executor strand;
   asio::steady_timer wake;  // waited on by the coroutine, cancelled to wake it
-  std::mutex mutex;
-  std::deque<choice_event> events;
-  bool finished = false;  // strand-only: the exchange is over (see watch_for_disconnect)
 
-  void push(choice_event event) {
+  void push(Event event) {
     {
-      std::lock_guard lock(mutex);
-      events.push_back(std::move(event));
+      std::lock_guard lock(mutex_);
+      events_.push_back(std::move(event));
     }
-    asio::post(strand, [self = shared_from_this()]() { self->wake.cancel(); });
+    asio::post(strand, [self = this->shared_from_this()]() { self->wake.cancel(); });
   }
+  std::deque<Event> take() {
+    std::deque<Event> batch;
+    std::lock_guard lock(mutex_);
+    batch.swap(events_);
+    return batch;
+  }
+  bool empty() {
+    std::lock_guard lock(mutex_);
+    return events_.empty();
+  }
+
+ private:
+  std::mutex mutex_;
+  std::deque<Event> events_;
+};
+
+// One HTTP completion's inbox.
+struct exchange_state : event_inbox<choice_event> {
+  using event_inbox::event_inbox;
+  bool finished = false;  // strand-only: the exchange is over (see watch_for_disconnect)
 };
 
 class choice_sink final : public generation_sink {
@@ -424,11 +444,7 @@ struct http_server::impl {
     };
 
     while (finished < num_choices) {
-      std::deque<choice_event> batch;
-      {
-        std::lock_guard lock(state->mutex);
-        batch.swap(state->events);
-      }
+      std::deque<choice_event> batch = state->take();
       if (batch.empty()) {
         state->wake.expires_at(asio::steady_timer::time_point::max());
         beast::error_code ec;
@@ -556,24 +572,12 @@ struct http_server::impl {
     generation_final result;
   };
 
-  struct ws_state : std::enable_shared_from_this<ws_state> {
-    explicit ws_state(asio::any_io_executor strand) : strand(strand), wake(strand) {}
-    asio::any_io_executor strand;
-    asio::steady_timer wake;
-    std::mutex mutex;
-    std::deque<ws_event> events;  // from the engine's sinks
-    // Strand-only from here on.
+  // One WebSocket's inbox (events of all its requests), and its strand-only state.
+  struct ws_state : event_inbox<ws_event> {
+    using event_inbox::event_inbox;
     std::deque<std::string> outgoing;  // frames for the writer
     std::unordered_map<std::string, ws_request> requests;  // by client id (JSON)
     bool reader_done = false;
-
-    void push(ws_event event) {
-      {
-        std::lock_guard lock(mutex);
-        events.push_back(std::move(event));
-      }
-      asio::post(strand, [self = shared_from_this()]() { self->wake.cancel(); });
-    }
   };
 
   class ws_sink final : public generation_sink {
@@ -634,7 +638,7 @@ struct http_server::impl {
     running.want_logprobs = req.params.sampling.logprobs;
     ++active_completions;
     running.engine_ids = submit_choices(req, kind, [&](int32_t index) {
-      return std::make_shared<ws_sink>(state.shared_from_this(), env.id_json, index);
+      return std::make_shared<ws_sink>(std::static_pointer_cast<ws_state>(state.shared_from_this()), env.id_json, index);
     });
     running.finals.resize(running.engine_ids.size());
     running.unsent_samples.resize(running.engine_ids.size());
@@ -643,11 +647,7 @@ struct http_server::impl {
 
   // Engine events -> frames; a request's "done" (or "error") once all its choices have ended.
   void ws_drain(ws_state& state) {
-    std::deque<ws_event> batch;
-    {
-      std::lock_guard lock(state.mutex);
-      batch.swap(state.events);
-    }
+    std::deque<ws_event> batch = state.take();
     for (ws_event& event : batch) {
       const auto found = state.requests.find(event.client_id);
       if (found == state.requests.end()) continue;
@@ -748,10 +748,7 @@ struct http_server::impl {
         ws_drain(*state);
       }
       if (state->reader_done && state->requests.empty()) break;
-      {
-        std::lock_guard lock(state->mutex);
-        if (!state->events.empty()) continue;
-      }
+      if (!state->empty()) continue;
       state->wake.expires_at(asio::steady_timer::time_point::max());
       co_await state->wake.async_wait(asio::redirect_error(use_awaitable, ec));
     }

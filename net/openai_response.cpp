@@ -1,6 +1,8 @@
 #include "openai_response.hpp"
 
 #include <algorithm>
+#include <string>
+#include <vector>
 
 #include "inflight/tokenizer.hpp"
 #include "json_writer.hpp"
@@ -49,25 +51,29 @@ void write_bytes(json_writer& w, const tokenizer& tok, int32_t id) {
 
 void write_completion_logprobs(json_writer& w, choice_logprobs& lp) {
   const tokenizer& tok = *lp.tok;
+  std::vector<std::string> chosen;  // each chosen token's text, used for tokens, top_logprobs and text_offset
+  chosen.reserve(lp.samples.size());
+  for (const sample_result& s : lp.samples) chosen.push_back(token_text(tok, s.token));
   w.begin_object().key("tokens").begin_array();
-  for (const sample_result& s : lp.samples) w.value(token_text(tok, s.token));
+  for (const std::string& text : chosen) w.value(text);
   w.end_array().key("token_logprobs").begin_array();
   for (const sample_result& s : lp.samples) w.value(double(s.logprob));
   w.end_array().key("top_logprobs").begin_array();
-  for (const sample_result& s : lp.samples) {
+  for (size_t n = 0; n < lp.samples.size(); ++n) {
+    const sample_result& s = lp.samples[n];
     w.begin_object();
     bool chosen_listed = false;
     for (int32_t i = 0; i < s.num_top; ++i) {
       w.key(token_text(tok, s.top[size_t(i)].token)).value(double(s.top[size_t(i)].logprob));
       chosen_listed = chosen_listed || s.top[size_t(i)].token == s.token;
     }
-    if (!chosen_listed) w.key(token_text(tok, s.token)).value(double(s.logprob));
+    if (!chosen_listed) w.key(chosen[n]).value(double(s.logprob));
     w.end_object();
   }
   w.end_array().key("text_offset").begin_array();
-  for (const sample_result& s : lp.samples) {
+  for (const std::string& text : chosen) {
     w.value(lp.text_offset);
-    lp.text_offset += count_code_points(token_text(tok, s.token));
+    lp.text_offset += count_code_points(text);
   }
   w.end_array().end_object();
 }
