@@ -1,19 +1,30 @@
 // The request actor, one per request: a thin shell over request_output (detokenizing, stop strings).
 //
 //   spawn:        prompt -> tokens (chat template when messages are given); bad input ends it at once
-//   submit        ──sequence_submit──▶ scheduler, answered with a submit_status (refused: final event)
+//   route         behind a gateway only: ask the router for an engine node (prompt prefix hashes for its
+//                 affinity); the node's front actor stands in for the scheduler from then on
+//   submit        ──sequence_submit──▶ scheduler (or node front), answered with a submit_status (refused:
+//                 final event)
 //   token_event   ◀── scheduler, one per generated token: text delta -> sink; a stop string, the
 //                 scheduler's finish (stop id, max_tokens) or an error ends it
 //   cancel_atom   from the engine (client gone), deadline_atom from its own timer: the scheduler is told
 //                 to drop the sequence, which frees its KV blocks
 //
+// Behind a gateway a node can fail under a request: its front actor goes down (the link closed, or CAF's
+// heartbeat timed out). A request that has received no token yet is routed again, to another node, as if
+// nothing had happened; one that has already streamed tokens ends with node_failed (HTTP 502, an SSE error
+// event). A node that says it is draining, or refuses, is skipped the same way.
+//
 // The sink gets one delta per generated token, a last delta (token -1) with any text held back to the
 // end, and exactly one final event; then the actor quits, and late messages for it are dropped.
 #include <caf/all.hpp>
 
+#include <algorithm>
+
 #include "engine_actors.hpp"
 #include "inflight/tokenizer.hpp"
 #include "request_output.hpp"
+#include "routing_policy.hpp"
 
 namespace inflight::engine {
 
@@ -27,16 +38,36 @@ struct request_state {
   int32_t prompt_tokens = 0, completion_tokens = 0;
   bool submitted = false, done = false;
   generation_delta delta;  // reused
+  sequence_submit submit;  // kept to submit again elsewhere
+  int32_t max_tokens = 0;
+  // Where the sequence runs: the scheduler in this process, or a node's front actor behind a gateway.
+  caf::actor target;
+  uint64_t attempt = 0;  // answers to an earlier attempt's submit are ignored
+  // Behind a gateway:
+  bool routed = false;
+  int32_t node = -1;  // the router's index of the node, -1 when none is held
+  std::string node_name;
+  std::vector<int32_t> excluded;  // nodes this request failed on
+  std::vector<uint64_t> prefix_hashes;
   static inline const char* name = "inflight.request";
 };
 
 using request_actor = caf::stateful_actor<request_state>;
+
+// Hands the node back to the router's books (its in-flight count).
+void release_node(request_actor* self) {
+  request_state& st = self->state;
+  if (st.node < 0) return;
+  self->send(st.context->router, routed_atom::value, st.node);
+  st.node = -1;
+}
 
 void finish(request_actor* self, finish_reason reason, request_error error = request_error::none,
             std::string message = {}) {
   request_state& st = self->state;
   if (st.done) return;
   st.done = true;
+  release_node(self);
   generation_final final_event;
   if (st.output) {
     st.delta.text.clear();
@@ -72,9 +103,9 @@ void stop_early(request_actor* self, finish_reason reason) {
   if (self->state.done) return;
   if (self->state.submitted) {
     if (reason == finish_reason::stop)  // a finish, not a cancellation, in the scheduler's books
-      self->send(self->state.context->scheduler, cancel_atom::value, self->state.id, reason);
+      self->send(self->state.target, stopped_atom::value, self->state.id);
     else
-      self->send(self->state.context->scheduler, cancel_atom::value, self->state.id);
+      self->send(self->state.target, cancel_atom::value, self->state.id);
   }
   finish(self, reason);
 }
@@ -93,6 +124,7 @@ std::string refusal_message(submit_status status, const request_state& st, int32
     case submit_status::invalid_max_tokens: return "max_tokens must be at least 1";
     case submit_status::duplicate_id: return "duplicate request id";
     case submit_status::unavailable: return "the engine has failed and takes no more requests";
+    case submit_status::draining: return "the engine is shutting down";
     case submit_status::accepted: break;
   }
   return "refused";
@@ -114,7 +146,75 @@ std::string prepare(const request_context& ctx, const generation_params& params,
     tokens = ctx.tok->encode(params.prompt, true);
   }
   if (tokens.empty()) return "the prompt is empty";
+  if (int64_t(tokens.size()) + params.max_tokens > ctx.max_model_len && ctx.router) {
+    // The nodes would refuse it too; say so without a round trip.
+    return "the prompt (" + std::to_string(tokens.size()) + " tokens) plus max_tokens (" +
+           std::to_string(params.max_tokens) + ") exceeds the context length " + std::to_string(ctx.max_model_len);
+  }
   return {};
+}
+
+void route(request_actor* self);
+
+// Sends the sequence to st.target and waits for its verdict.
+void submit_to_target(request_actor* self) {
+  request_state& st = self->state;
+  const uint64_t attempt = ++st.attempt;
+  self->request(st.target, caf::infinite, st.submit)
+      .then(
+          [self, attempt](int32_t status) {
+            request_state& st = self->state;
+            if (st.done || attempt != st.attempt) return;
+            const submit_status verdict = submit_status(status);
+            if (verdict == submit_status::accepted) return;
+            st.submitted = false;
+            // A node that is leaving, or does not admit us (it restarted, its engine failed): try another.
+            if (st.routed && (verdict == submit_status::draining || verdict == submit_status::unavailable)) {
+              st.excluded.push_back(st.node);
+              release_node(self);
+              self->demonitor(st.target);
+              return route(self);
+            }
+            const request_error error = verdict == submit_status::queue_full    ? request_error::queue_full
+                                        : verdict == submit_status::unavailable ? request_error::internal
+                                                                                : request_error::invalid_request;
+            finish(self, finish_reason::error, error, refusal_message(verdict, st, st.max_tokens));
+          },
+          [self, attempt](caf::error& failure) {
+            if (self->state.done || attempt != self->state.attempt) return;
+            finish(self, finish_reason::error, request_error::internal,
+                   "the scheduler did not answer: " + self->system().render(failure));
+          });
+  st.submitted = true;  // a cancel from now on must reach the scheduler (it arrives after the submit)
+  // Should the scheduler (or the node) stop, no event would ever come: the down handler acts instead.
+  self->monitor(st.target);
+}
+
+// Asks the router for a node that is not excluded, then submits there.
+void route(request_actor* self) {
+  request_state& st = self->state;
+  if (int32_t(st.excluded.size()) >= st.context->max_attempts) {
+    return finish(self, finish_reason::error, request_error::unavailable,
+                  "no engine node could take the request (tried " + std::to_string(st.excluded.size()) + ")");
+  }
+  self->request(st.context->router, std::chrono::seconds(10), route_atom::value, st.prefix_hashes, st.excluded)
+      .then(
+          [self](int32_t node, const std::string& name_or_reason, const caf::actor& front) {
+            request_state& st = self->state;
+            if (st.done) {  // cancelled or timed out meanwhile: give the node back at once
+              if (node >= 0) self->send(st.context->router, routed_atom::value, node);
+              return;
+            }
+            if (node < 0 || !front) return finish(self, finish_reason::error, request_error::unavailable, name_or_reason);
+            st.node = node;
+            st.node_name = name_or_reason;
+            st.target = front;
+            submit_to_target(self);
+          },
+          [self](caf::error& failure) {
+            finish(self, finish_reason::error, request_error::unavailable,
+                   "the gateway's router did not answer: " + self->system().render(failure));
+          });
 }
 
 void on_token_event(request_actor* self, const token_event& message);
@@ -125,8 +225,9 @@ caf::behavior request(request_actor* self, std::shared_ptr<const request_context
   st.context = std::move(context);
   st.sink = std::move(sink);
   st.id = id;
+  st.routed = static_cast<bool>(st.context->router);
 
-  sequence_submit submit;
+  sequence_submit& submit = st.submit;
   std::string error;
   try {
     error = prepare(*st.context, params, submit.spec.prompt);
@@ -146,39 +247,48 @@ caf::behavior request(request_actor* self, std::shared_ptr<const request_context
   submit.spec.priority = params.priority;
   if (!params.ignore_eos) submit.spec.stop_token_ids = st.context->tok->end_of_generation_ids();
   submit.sampling = params.sampling;
+  st.max_tokens = params.max_tokens;
 
-  const int32_t max_tokens = params.max_tokens;
-  self->request(st.context->scheduler, caf::infinite, std::move(submit))
-      .then(
-          [self, max_tokens](int32_t status) {
-            if (submit_status(status) == submit_status::accepted) return;
-            self->state.submitted = false;
-            const request_error error = submit_status(status) == submit_status::queue_full    ? request_error::queue_full
-                                        : submit_status(status) == submit_status::unavailable ? request_error::internal
-                                                                                              : request_error::invalid_request;
-            finish(self, finish_reason::error, error, refusal_message(submit_status(status), self->state, max_tokens));
-          },
-          [self](caf::error& failure) {
-            finish(self, finish_reason::error, request_error::internal,
-                   "the scheduler did not answer: " + self->system().render(failure));
-          });
-  st.submitted = true;  // a cancel from now on must reach the scheduler (it arrives after the submit)
-  if (params.timeout) self->delayed_send(self, *params.timeout, deadline_atom::value);
-  // Should the scheduler itself stop, no event would ever come: end the request instead of hanging.
-  self->monitor(st.context->scheduler);
   self->set_down_handler([self](caf::down_msg& down) {
-    finish(self, finish_reason::error, request_error::internal,
-           "the scheduler stopped: " + self->system().render(down.reason));
+    request_state& st = self->state;
+    if (st.done || down.source != st.target.address()) return;
+    st.submitted = false;
+    if (!st.routed) {
+      return finish(self, finish_reason::error, request_error::internal,
+                    "the scheduler stopped: " + self->system().render(down.reason));
+    }
+    if (st.completion_tokens == 0) {  // nothing reached the client yet: another node can start over
+      st.excluded.push_back(st.node);
+      release_node(self);
+      return route(self);
+    }
+    finish(self, finish_reason::error, request_error::node_failed,
+           "the engine node " + st.node_name + " failed mid-request (" + self->system().render(down.reason) +
+               "); " + std::to_string(st.completion_tokens) + " tokens had been generated");
   });
+  if (params.timeout) self->delayed_send(self, *params.timeout, deadline_atom::value);
+  if (st.routed) {
+    st.prefix_hashes = cluster::routing_policy::prefix_hashes(submit.spec.prompt, st.context->prefix_block_size,
+                                                               st.context->prefix_max_blocks);
+    route(self);
+  } else {
+    st.target = st.context->scheduler;
+    submit_to_target(self);
+  }
 
   return {
       [self](const token_event& message) {
+        request_state& st = self->state;
+        // Only the node this request runs on speaks for it (an earlier node's late events, or anyone else
+        // on the middleman, are not heard).
+        if (st.routed && (!self->current_sender() || !st.target || self->current_sender()->node() != st.target.node()))
+          return;
         try {
           on_token_event(self, message);
         } catch (const std::exception& error) {
           // A token the tokenizer cannot decode, or a sink that threw: end the request, never the engine.
-          if (self->state.done) return;
-          if (self->state.submitted) self->send(self->state.context->scheduler, cancel_atom::value, self->state.id);
+          if (st.done) return;
+          if (st.submitted) self->send(st.target, cancel_atom::value, st.id);
           finish(self, finish_reason::error, request_error::internal, error.what());
         }
       },
@@ -203,6 +313,7 @@ void on_token_event(request_actor* self, const token_event& message) {
     if (stop_string && event.finished == finish_reason::none) return stop_early(self, finish_reason::stop);
   }
   if (event.finished != finish_reason::none) {
+    st.submitted = false;
     const request_error error = event.finished == finish_reason::error || event.finished == finish_reason::aborted
                                     ? request_error::internal
                                     : request_error::none;

@@ -13,6 +13,13 @@
 // Everything the KV manager must know (new prompts, sampled tokens, releases) is sent as kv_updates ahead
 // of the next step_request; CAF keeps messages between two actors in order, so the planner always sees
 // them first. Messages from outside: sequence_submit (answered with a submit_status), cancel_atom, stats_atom.
+//
+// Who may send them: actors of this process, and those of the processes the node_gate admits (an engine
+// node's authenticated gateways); anyone else gets `unavailable` and is otherwise ignored. Each requester is
+// monitored: when it goes away without ending its sequence (a gateway that died, a link that broke), the
+// sequence is cancelled and its KV blocks are freed in the next step. The KV manager and the executor are
+// monitored too: should either stop (a bug: a protocol error throws inside it), every request fails at
+// once instead of waiting for a reply that will never come.
 #include <caf/all.hpp>
 
 #include <chrono>
@@ -31,7 +38,9 @@ using clock = std::chrono::steady_clock;
 struct scheduler_state {
   std::unique_ptr<scheduling_policy> policy;
   caf::actor kv_manager, executor;
+  std::shared_ptr<const node_gate> gate;
   std::unordered_map<sequence_id, caf::actor> requesters;  // who gets each sequence's token events
+  std::unordered_map<caf::actor_addr, sequence_id> sequence_of;  // and the other way round (monitored)
   bool kick_pending = false;    // a delayed kick_atom is on its way
   bool pipelining = true;             // plan the next step while one runs
   bool planning = false;             // a step_request is at the KV manager
@@ -81,7 +90,10 @@ void deliver(scheduler_actor* self, const step_result* result, const std::string
     }
     if (event.finished == finish_reason::error) message.error = error;
     self->send(found->second, std::move(message));
-    if (event.finished != finish_reason::none) st.requesters.erase(found);
+    if (event.finished != finish_reason::none) {
+      st.sequence_of.erase(found->second.address());
+      st.requesters.erase(found);
+    }
   }
   st.events.clear();
 }
@@ -99,6 +111,7 @@ void kick(scheduler_actor* self);
 // back, so every request is ended with an error now rather than left waiting, and new ones are refused.
 void fail_all(scheduler_actor* self, const std::string& what, const caf::error& error) {
   scheduler_state& st = self->state;
+  if (!st.failure.empty()) return;
   st.failure = what + " failed: " + self->system().render(error);
   for (auto& [id, requester] : st.requesters) {
     token_event message;
@@ -107,6 +120,7 @@ void fail_all(scheduler_actor* self, const std::string& what, const caf::error& 
     self->send(requester, std::move(message));
   }
   st.requesters.clear();
+  st.sequence_of.clear();
   st.at_executor.clear();
   st.planning = false;
   end_busy_span(st);
@@ -209,22 +223,57 @@ void on_result(scheduler_actor* self, const step_result& result) {
   if (st.at_executor.empty() && !st.planning) end_busy_span(st);
 }
 
+// Whether the current message's sender may use this scheduler (see the top of this file).
+bool admitted(scheduler_actor* self) {
+  const caf::strong_actor_ptr& sender = self->current_sender();
+  if (!sender) return false;
+  if (sender->node() == self->node()) return true;
+  return self->state.gate && self->state.gate->admits(sender->node());
+}
+
+// Ends the sequence of `id` when its sender is the one who submitted it (a stop string matched, a cancel).
+bool owns(scheduler_actor* self, sequence_id id) {
+  const auto found = self->state.requesters.find(id);
+  return found != self->state.requesters.end() && self->current_sender() &&
+         found->second.address() == self->current_sender()->address();
+}
+
 caf::behavior scheduler(scheduler_actor* self, scheduler_config config, int32_t kv_block_size, int32_t kv_num_blocks,
-                        bool pipelining, caf::actor kv_manager, caf::actor executor) {
+                        bool pipelining, caf::actor kv_manager, caf::actor executor,
+                        std::shared_ptr<const node_gate> gate) {
   scheduler_state& st = self->state;
   st.pipelining = pipelining;
   st.policy = std::make_unique<scheduling_policy>(config, kv_block_size, kv_num_blocks);
   st.kv_manager = std::move(kv_manager);
   st.executor = std::move(executor);
+  st.gate = std::move(gate);
+  self->monitor(st.kv_manager);
+  self->monitor(st.executor);
+  self->set_down_handler([self](caf::down_msg& down) {
+    scheduler_state& st = self->state;
+    if (down.source == st.kv_manager.address()) return fail_all(self, "the KV manager", down.reason);
+    if (down.source == st.executor.address()) return fail_all(self, "the executor", down.reason);
+    // A requester went away with its sequence unfinished: nobody would read its tokens.
+    const auto found = st.sequence_of.find(down.source);
+    if (found == st.sequence_of.end()) return;
+    const sequence_id id = found->second;
+    st.sequence_of.erase(found);
+    st.requesters.erase(id);
+    if (st.policy->cancel(id)) kick(self);
+  });
   return {
       [self](sequence_submit& submit) -> int32_t {
         scheduler_state& st = self->state;
+        if (!admitted(self)) return int32_t(submit_status::unavailable);
         if (!st.failure.empty()) return int32_t(submit_status::unavailable);
         sampler_setup setup{submit.spec.id, submit.sampling, submit.spec.prompt};
         const sequence_id id = submit.spec.id;
         const submit_status status = st.policy->submit(std::move(submit.spec));
         if (status == submit_status::accepted) {
-          st.requesters[id] = caf::actor_cast<caf::actor>(self->current_sender());
+          caf::actor requester = caf::actor_cast<caf::actor>(self->current_sender());
+          self->monitor(requester);
+          st.sequence_of[requester.address()] = id;
+          st.requesters[id] = std::move(requester);
           self->send(st.executor, std::move(setup));
           kick(self);
         }
@@ -235,11 +284,21 @@ caf::behavior scheduler(scheduler_actor* self, scheduler_config config, int32_t 
         kick(self);
       },
       [self](cancel_atom, sequence_id id) {
-        if (self->state.policy->cancel(id)) kick(self);
+        if (owns(self, id) && self->state.policy->cancel(id)) kick(self);
+      },
+      // Everything ends now (an engine node whose drain grace is over): from this process only.
+      [self](cancel_atom) {
+        scheduler_state& st = self->state;
+        if (!self->current_sender() || self->current_sender()->node() != self->node()) return;
+        std::vector<sequence_id> ids;
+        for (const auto& [id, requester] : st.requesters) ids.push_back(id);
+        bool any = false;
+        for (const sequence_id id : ids) any = st.policy->cancel(id) || any;
+        if (any) kick(self);
       },
       // The request actor matched a stop string: the sequence is done (counted as finished, not cancelled).
-      [self](cancel_atom, sequence_id id, finish_reason reason) {
-        if (self->state.policy->end(id, reason)) kick(self);
+      [self](stopped_atom, sequence_id id) {
+        if (owns(self, id) && self->state.policy->end(id, finish_reason::stop)) kick(self);
       },
       [self](stats_atom) -> scheduler_report {
         scheduler_state& st = self->state;
@@ -250,6 +309,7 @@ caf::behavior scheduler(scheduler_actor* self, scheduler_config config, int32_t 
         report.forward_seconds = st.forward_seconds;
         report.sampling_seconds = st.sampling_seconds;
         report.executed_steps = st.executed_steps;
+        report.failure = st.failure;
         return report;
       },
   };
@@ -258,9 +318,10 @@ caf::behavior scheduler(scheduler_actor* self, scheduler_config config, int32_t 
 }  // namespace
 
 caf::actor spawn_scheduler(caf::actor_system& system, const scheduler_config& config, int32_t kv_block_size,
-                           int32_t kv_num_blocks, bool pipelining, caf::actor kv_manager, caf::actor executor) {
+                           int32_t kv_num_blocks, bool pipelining, caf::actor kv_manager, caf::actor executor,
+                           std::shared_ptr<const node_gate> gate) {
   return system.spawn(scheduler, config, kv_block_size, kv_num_blocks, pipelining, std::move(kv_manager),
-                      std::move(executor));
+                      std::move(executor), std::move(gate));
 }
 
 }  // namespace inflight::engine

@@ -40,6 +40,7 @@ const char* to_string(submit_status status) {
     case submit_status::duplicate_id: return "duplicate_id";
     case submit_status::invalid_max_tokens: return "invalid_max_tokens";
     case submit_status::unavailable: return "unavailable";
+    case submit_status::draining: return "draining";
   }
   return "unknown";
 }

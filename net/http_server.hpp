@@ -1,11 +1,14 @@
 // The HTTP server (Boost.Beast, C++20 coroutines on one io_context thread): OpenAI-compatible
-// completions and chat completions, plain or streamed as server-sent events, over the engine. Beast
-// lives in http_server.cpp alone (each Beast translation unit costs half a minute to compile here);
-// this header includes none of it.
+// completions and chat completions, plain or streamed as server-sent events, over the engine, which is
+// in this process or a gateway to engine nodes (inflight/cluster.hpp). Beast lives in the server's own
+// translation units (server_state.hpp lists them; each costs half a minute to compile here); this header
+// includes none of it.
 //
 //   GET  /                       a chat page (net/web/index.html, compiled in) streaming over /v1/ws
-//   GET  /health, /ready         200 {"status":"ok"} (the server listens only once the engine runs)
+//   GET  /health, /ready         200 {"status":"ok"} (the server listens only once the engine runs; 503 once
+//                                it has failed); a gateway lists its nodes, 503 while none is up
 //   GET  /v1/models              the one model served
+//   GET  /v1/nodes               a gateway's engine nodes: state, queue, running, KV usage, prefix hit rate
 //   POST /v1/completions         prompt(s) -> choices; "stream": true for SSE chunks ending with [DONE]
 //   POST /v1/chat/completions    messages -> choices
 //   POST /tokenize               {"prompt"} -> {"tokens", "count"}: the ids the engine would see
@@ -17,8 +20,10 @@
 //
 // Errors are OpenAI error objects: 400 for bad input (the field named), 404 for an unknown model or path,
 // 405, 413 (body too large), 431 (headers too large), 429 with Retry-After when the waiting queue is
-// full, 401 without a valid API key (when keys are set), 503 while shutting down, 500 when the engine
-// fails. A client that goes away mid-request cancels it: its KV blocks are freed.
+// full, 401 without a valid API key (when keys are set), 503 with Retry-After while shutting down or when a
+// gateway has no node up, 502 when the engine node running a request died, 500 when the engine fails. A
+// stream that fails after it started ends with an event {"error": {...}} and [DONE]. A client that goes
+// away mid-request cancels it: its KV blocks are freed.
 #pragma once
 
 #include <chrono>
@@ -31,7 +36,6 @@
 
 namespace inflight {
 class inference_engine;
-class tokenizer;
 }  // namespace inflight
 
 namespace inflight::net {
@@ -39,7 +43,7 @@ namespace inflight::net {
 struct server_options {
   std::string host = "127.0.0.1";
   uint16_t port = 8000;  // 0: any free port (see http_server::port())
-  std::string model_name = "default";
+  std::string model_name;  // what clients call the model; empty: the engine's name for it
   size_t body_limit = size_t(1) << 20;
   size_t header_limit = size_t(8) << 10;
   std::chrono::seconds read_timeout{30};
@@ -52,8 +56,8 @@ struct server_options {
 class http_server {
  public:
   // Binds at once (throws std::runtime_error naming the address when it cannot); serves after start().
-  // `engine` must outlive the server.
-  http_server(inference_engine& engine, std::shared_ptr<const tokenizer> tok, const server_options& options);
+  // `engine` must outlive the server; the model (tokenizer, name) comes from engine.model().
+  http_server(inference_engine& engine, const server_options& options);
   ~http_server();  // stop()
   http_server(const http_server&) = delete;
   http_server& operator=(const http_server&) = delete;

@@ -96,7 +96,37 @@ std::string server_metrics::render() const {
                      "From submit to first admission into the running batch.");
   if (!e.step_batch_size.counts.empty())
     render_histogram(out, e.step_batch_size, "inflight_step_batch_size", "Sequences per engine step.");
+  if (!nodes_.empty()) render_nodes(out);
   return out;
+}
+
+// A gateway's nodes, one labelled sample each (node names are host:port or what a node called itself:
+// quotes and backslashes escaped as Prometheus wants).
+void server_metrics::render_nodes(std::string& out) const {
+  const auto label = [](const std::string& name) {
+    std::string escaped;
+    for (const char c : name) {
+      if (c == '"' || c == '\\') escaped += '\\';
+      if (c == '\n') escaped += "\\n";
+      else escaped += c;
+    }
+    return "{node=\"" + escaped + "\"}";
+  };
+  const auto gauge = [&](const std::string& name, const char* type, const char* help, auto value_of) {
+    header(out, name, type, help);
+    for (const node_status& node : nodes_) sample(out, name + label(node.name), double(value_of(node)));
+  };
+  gauge("inflight_node_up", "gauge", "1 while the engine node is up and reporting, else 0.",
+        [](const node_status& n) { return n.state == "up" ? 1 : 0; });
+  gauge("inflight_node_requests_running", "gauge", "Sequences running on the node.", [](const node_status& n) { return n.running; });
+  gauge("inflight_node_requests_waiting", "gauge", "Sequences waiting on the node.", [](const node_status& n) { return n.waiting; });
+  gauge("inflight_node_kv_usage", "gauge", "Share of the node's KV-cache blocks in use.", [](const node_status& n) {
+    return n.kv_blocks_total > 0 ? double(n.kv_blocks_used) / n.kv_blocks_total : 0.0;
+  });
+  gauge("inflight_node_routed_total", "counter", "Requests this gateway routed to the node.",
+        [](const node_status& n) { return n.routed_total; });
+  gauge("inflight_node_affinity_routed_total", "counter", "... of which by prefix affinity.",
+        [](const node_status& n) { return n.affinity_routed; });
 }
 
 }  // namespace inflight::net

@@ -30,14 +30,19 @@ class server_metrics {
   void observe_inter_token_latency(double seconds) { inter_token_latency_.observe(seconds); }
   void observe_end_to_end(double seconds) { end_to_end_.observe(seconds); }
   void set_engine_stats(const engine_stats& stats) { engine_ = stats; }
+  // A gateway's engine nodes (empty for an engine in this process): rendered per node.
+  void set_nodes(std::vector<node_status> nodes) { nodes_ = std::move(nodes); }
 
   std::string render() const;
 
  private:
+  void render_nodes(std::string& out) const;
+
   std::array<uint64_t, 7> finished_{};  // by engine::finish_reason
   std::vector<std::pair<int, uint64_t>> rejected_;  // (status, count)
   bucket_histogram time_to_first_token_, inter_token_latency_, end_to_end_;
   engine_stats engine_;
+  std::vector<node_status> nodes_;
 };
 
 }  // namespace inflight::net

@@ -38,13 +38,13 @@ using tcp = asio::ip::tcp;
 
 namespace {
 
-struct served_model {
+struct test_server {
   std::shared_ptr<const tokenizer> tok;
   std::unique_ptr<inference_engine> engine;
   std::unique_ptr<net::http_server> server;
   uint16_t port = 0;
 
-  explicit served_model(engine_options options = {}, net::server_options server_options = {}) {
+  explicit test_server(engine_options options = {}, net::server_options server_options = {}) {
     auto file = gguf::gguf_file::open(INFLIGHT_DEFAULT_MODEL);
     cpu_backend_options backend_options;
     backend_options.max_step_sequences = options.max_num_seqs;
@@ -53,11 +53,11 @@ struct served_model {
                                       chat_template::from_gguf(*file), options);
     server_options.port = 0;
     server_options.model_name = "test-model";
-    server = std::make_unique<net::http_server>(*engine, tok, server_options);
+    server = std::make_unique<net::http_server>(*engine, server_options);
     server->start();
     port = server->port();
   }
-  ~served_model() { server->stop(); }
+  ~test_server() { server->stop(); }
 };
 
 struct reply {
@@ -123,7 +123,7 @@ void wait_for(Condition done) {
 }  // namespace
 
 TEST_CASE("health, models, unknown paths and wrong methods") {
-  served_model served;
+  test_server served;
   simdjson::dom::parser parser;
   const reply health = call(served.port, http::verb::get, "/health");
   CHECK(health.status == 200);
@@ -138,7 +138,7 @@ TEST_CASE("health, models, unknown paths and wrong methods") {
 }
 
 TEST_CASE("completions plain and streamed give the same text") {
-  served_model served;
+  test_server served;
   simdjson::dom::parser parser;
   const std::string request = R"({"model": "test-model", "prompt": "The capital of France is", "max_tokens": 12, "temperature": 0)";
   const reply plain = post(served.port, "/v1/completions", request + "}");
@@ -166,7 +166,7 @@ TEST_CASE("completions plain and streamed give the same text") {
 }
 
 TEST_CASE("logprobs: completions and chat, whole and streamed, one entry per token") {
-  served_model served;
+  test_server served;
   simdjson::dom::parser parser;
   const auto real = [](simdjson::dom::element e) { return double(e); };
 
@@ -251,7 +251,7 @@ TEST_CASE("logprobs: completions and chat, whole and streamed, one entry per tok
 }
 
 TEST_CASE("chat completions, several prompts and n") {
-  served_model served;
+  test_server served;
   simdjson::dom::parser parser;
   const reply chat = post(served.port, "/v1/chat/completions",
                           R"({"messages": [{"role": "user", "content": "What is the capital of France?"}], "max_tokens": 16, "temperature": 0})");
@@ -276,7 +276,7 @@ TEST_CASE("chat completions, several prompts and n") {
 TEST_CASE("bad requests get OpenAI errors with the right status") {
   net::server_options options;
   options.body_limit = 4096;
-  served_model served({}, options);
+  test_server served({}, options);
   simdjson::dom::parser parser;
   const reply bad_json = post(served.port, "/v1/completions", R"({"prompt": )");
   CHECK(bad_json.status == 400);
@@ -299,7 +299,7 @@ TEST_CASE("a full waiting queue answers 429 with Retry-After") {
   engine_options options;
   options.max_num_seqs = 1;
   options.max_waiting = 1;
-  served_model served(options);
+  test_server served(options);
   const std::string long_request = R"({"prompt": "x", "max_tokens": 300, "ignore_eos": true})";
   std::thread first([&] { post(served.port, "/v1/completions", long_request); });
   wait_for([&] { return served.engine->stats().running == 1; });
@@ -314,7 +314,7 @@ TEST_CASE("a full waiting queue answers 429 with Retry-After") {
 }
 
 TEST_CASE("a client that disconnects mid-stream has its request cancelled and its blocks freed") {
-  served_model served;
+  test_server served;
   asio::io_context io;
   tcp::socket socket(io);
   socket.connect(tcp::endpoint(asio::ip::make_address("127.0.0.1"), served.port));
@@ -336,7 +336,7 @@ TEST_CASE("a client that disconnects mid-stream has its request cancelled and it
 }
 
 TEST_CASE("tokenize and detokenize round-trip the engine's ids") {
-  served_model served;
+  test_server served;
   simdjson::dom::parser parser;
   const reply tokens = post(served.port, "/tokenize", R"({"prompt": "The capital of France is"})");
   REQUIRE(tokens.status == 200);
@@ -367,7 +367,7 @@ TEST_CASE("oversized headers get 431 and an idle connection is closed after the 
   net::server_options options;
   options.header_limit = 1024;
   options.read_timeout = std::chrono::seconds(1);
-  served_model served({}, options);
+  test_server served({}, options);
   asio::io_context io;
   {
     beast::tcp_stream stream(io);
@@ -395,7 +395,7 @@ TEST_CASE("oversized headers get 431 and an idle connection is closed after the 
 
 TEST_CASE("stopping lets running requests finish within the grace period and cancels the rest") {
   for (const bool generous : {true, false}) {
-    served_model served;
+    test_server served;
     simdjson::dom::parser parser;
     reply answer;
     std::thread client([&] { answer = post(served.port, "/v1/completions", R"({"prompt": "x", "max_tokens": 200, "ignore_eos": true})"); });
@@ -417,7 +417,7 @@ TEST_CASE("stopping lets running requests finish within the grace period and can
 }
 
 TEST_CASE("ready once the engine runs") {
-  served_model served;
+  test_server served;
   CHECK(call(served.port, http::verb::get, "/ready").status == 200);
 }
 
@@ -430,7 +430,7 @@ std::string metric_value(const std::string& text, const std::string& name) {
 }
 
 TEST_CASE("metrics report outcomes, latencies and the engine's state in Prometheus format") {
-  served_model served;
+  test_server served;
   REQUIRE(post(served.port, "/v1/completions", R"({"prompt": "Once upon a time", "max_tokens": 12, "ignore_eos": true, "stream": true})").status == 200);
   REQUIRE(post(served.port, "/v1/completions", R"({"prompt": "x", "top_p": 7})").status == 400);
   // The engine's numbers are a snapshot refreshed once a second: wait for it to show the request.
@@ -480,7 +480,7 @@ struct ws_client {
 }  // namespace
 
 TEST_CASE("WebSocket: concurrent requests on one socket stream deltas and a done frame each") {
-  served_model served;
+  test_server served;
   simdjson::dom::parser parser;
   const std::string rest_text = str(json(parser, post(served.port, "/v1/completions",
       R"({"prompt": "The capital of France is", "max_tokens": 10, "temperature": 0})").body)["choices"].at(0)["text"]);
@@ -523,7 +523,7 @@ TEST_CASE("WebSocket: concurrent requests on one socket stream deltas and a done
 }
 
 TEST_CASE("WebSocket: a cancel message and a closed socket both stop generation and free the blocks") {
-  served_model served;
+  test_server served;
   simdjson::dom::parser parser;
   {
     ws_client client(served.port);
@@ -552,7 +552,7 @@ TEST_CASE("WebSocket: a cancel message and a closed socket both stop generation 
 }
 
 TEST_CASE("the chat page is served from the binary") {
-  served_model served;
+  test_server served;
   const reply page = call(served.port, http::verb::get, "/");
   CHECK(page.status == 200);
   CHECK(page.body.find("<title>inflight</title>") != std::string::npos);
@@ -563,7 +563,7 @@ TEST_CASE("the chat page is served from the binary") {
 TEST_CASE("API keys: 401 without a valid one, health stays open") {
   net::server_options options;
   options.api_keys = {"sesame"};
-  served_model served({}, options);
+  test_server served({}, options);
   CHECK(call(served.port, http::verb::get, "/health").status == 200);
   const reply refused = call(served.port, http::verb::get, "/v1/models");
   CHECK(refused.status == 401);
@@ -600,7 +600,7 @@ TEST_CASE("API keys: 401 without a valid one, health stays open") {
 TEST_CASE("a kept-alive connection serves request after request") {
   // Regression: the disconnect watcher of one request once woke for the next request's bytes after the
   // session had read them, and blocked the server in a peek (this test then hangs until ctest's timeout).
-  served_model served;
+  test_server served;
   asio::io_context io;
   beast::tcp_stream stream(io);
   stream.connect(tcp::endpoint(asio::ip::make_address("127.0.0.1"), served.port));
@@ -621,7 +621,7 @@ TEST_CASE("a kept-alive connection serves request after request") {
 TEST_CASE("random bytes, truncated requests and garbage WebSocket frames never take the server down") {
   net::server_options options;
   options.read_timeout = std::chrono::seconds(2);  // truncated requests are dropped after this
-  served_model served({}, options);
+  test_server served({}, options);
   std::mt19937 rng(2024);
   const std::string body = R"({"prompt": "Once upon a time", "max_tokens": 64, "ignore_eos": true, "stream": true})";
   const std::string valid = "POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: " +

@@ -255,7 +255,7 @@ int generate(const generate_options& options) {
     total_generated += result.completion_tokens;
     if (result.error != request_error::none) {
       std::fprintf(stderr, "inflight generate: %s\n", result.message.c_str());
-      rc = result.error == request_error::internal ? 1 : 2;
+      rc = result.error == request_error::invalid_request || result.error == request_error::queue_full ? 2 : 1;
     }
   }
   if (stream && rc == 0) {

@@ -1,5 +1,6 @@
-// `inflight serve`: the OpenAI-compatible HTTP server over the engine, until SIGINT or SIGTERM. Its options
-// (command line and config file) are read in serve_config.cpp.
+// `inflight serve`: the OpenAI-compatible HTTP server over the engine, until SIGINT or SIGTERM. The engine
+// runs in this process, or (with --node) on engine nodes behind this gateway. Its options (command line
+// and config file) are read in serve_config.cpp.
 #include <signal.h>
 
 #include <chrono>
@@ -15,6 +16,7 @@
 #include "http_server.hpp"
 #include "serve_config.hpp"
 #include "inflight/chat_template.hpp"
+#include "inflight/cluster.hpp"
 #include "inflight/engine.hpp"
 #include "inflight/gguf.hpp"
 #include "inflight/tokenizer.hpp"
@@ -22,6 +24,30 @@
 namespace inflight::cli {
 
 namespace {
+
+// The engine in this process: the model loaded onto the chosen backend.
+std::unique_ptr<inference_engine> local_engine(const serve_settings& settings) {
+  auto file = gguf::gguf_file::open(settings.model.path);
+  auto tok = tokenizer::from_gguf(*file);
+  backend_choice choice;
+  choice.device = resolve_device(settings.model.device);
+  choice.threads = settings.model.threads;
+  choice.kv_cache_mb = settings.model.kv_cache_mb;
+  choice.gpu_memory_fraction = settings.model.gpu_memory_fraction;
+  choice.cuda_graphs = settings.model.cuda_graphs;
+  choice.block_size = settings.model.block_size;
+  choice.max_step_sequences = settings.engine.max_num_seqs;
+  // The step's token budget: the engine's, or by default 512 on the CPU (larger steps only add latency
+  // there) and 2048 on a GPU (vLLM's default for chunked prefill).
+  choice.max_step_tokens = settings.engine.max_num_batched_tokens > 0 ? settings.engine.max_num_batched_tokens
+                           : choice.device == "cuda"                   ? 2048
+                                                                       : 512;
+  auto model = make_backend(file, choice);
+  std::fprintf(stderr, "inflight serve: %s, %s\n", model->config().name.c_str(), model->describe().c_str());
+  engine_options engine = settings.engine;
+  engine.model_name = settings.server.model_name;
+  return inference_engine::create(std::move(model), tok, chat_template::from_gguf(*file), engine);
+}
 
 int serve(const serve_settings& settings) {
   // Block the shutdown signals before any thread starts, so every thread inherits the mask and sigwait
@@ -32,28 +58,26 @@ int serve(const serve_settings& settings) {
   sigaddset(&shutdown_signals, SIGTERM);
   pthread_sigmask(SIG_BLOCK, &shutdown_signals, nullptr);
 
-  auto file = gguf::gguf_file::open(settings.model);
-  auto tok = tokenizer::from_gguf(*file);
-  backend_choice choice;
-  choice.device = resolve_device(settings.device);
-  choice.threads = settings.threads;
-  choice.kv_cache_mb = settings.kv_cache_mb;
-  choice.gpu_memory_fraction = settings.gpu_memory_fraction;
-  choice.cuda_graphs = settings.cuda_graphs;
-  choice.block_size = settings.block_size;
-  choice.max_step_sequences = settings.engine.max_num_seqs;
-  // The step's token budget: the engine's, or by default 512 on the CPU (larger steps only add latency
-  // there) and 2048 on a GPU (vLLM's default for chunked prefill).
-  choice.max_step_tokens = settings.engine.max_num_batched_tokens > 0 ? settings.engine.max_num_batched_tokens
-                           : choice.device == "cuda"                   ? 2048
-                                                                       : 512;
-  auto model = make_backend(file, choice);
-  std::fprintf(stderr, "inflight serve: %s, %s\n", model->config().name.c_str(), model->describe().c_str());
-
-  auto engine = inference_engine::create(std::move(model), tok, chat_template::from_gguf(*file), settings.engine);
-  net::http_server server(*engine, tok, settings.server);
+  std::unique_ptr<inference_engine> engine;
+  if (settings.gateway()) {
+    const gateway_options options = gateway_options_of(settings);
+    engine = make_gateway(options);
+    std::string nodes;
+    for (const gateway_node& node : options.nodes) nodes += (nodes.empty() ? "" : ", ") + node.address;
+    std::fprintf(stderr, "inflight serve: gateway to %s%s%s\n", nodes.empty() ? "no listed node" : nodes.c_str(),
+                 options.accept_joins ? "; nodes may join on " : "",
+                 options.accept_joins
+                     ? (options.join_host + ":" + std::to_string(gateway_cluster_port(*engine))).c_str()
+                     : "");
+  } else {
+    engine = local_engine(settings);
+  }
+  net::http_server server(*engine, settings.server);
   server.start();
-  std::fprintf(stderr, "inflight serve: model '%s' on http://%s:%u\n", settings.server.model_name.c_str(),
+  const auto model = engine->model();
+  std::fprintf(stderr, "inflight serve: %s on http://%s:%u\n",
+               model ? ("model '" + (settings.server.model_name.empty() ? model->name : settings.server.model_name) + "'").c_str()
+                     : "waiting for a node",
                settings.server.host.c_str(), unsigned(server.port()));
 
   int signal_number = 0;
@@ -81,6 +105,9 @@ int run_serve(int argc, char** argv) {
     return serve(settings);
   } catch (const usage_error& error) {
     std::fprintf(stderr, "inflight serve: %s\n(see inflight serve --help)\n", error.what());
+    return 2;
+  } catch (const std::invalid_argument& error) {
+    std::fprintf(stderr, "inflight serve: %s\n", error.what());
     return 2;
   } catch (const std::exception& error) {
     std::fprintf(stderr, "inflight serve: %s\n", error.what());

@@ -12,7 +12,9 @@ void print_usage() {
       "usage: inflight <command> [options]\n"
       "\n"
       "commands:\n"
-      "  serve      serve the model over HTTP, OpenAI-compatible (inflight serve --help)\n"
+      "  serve      serve the model over HTTP, OpenAI-compatible (inflight serve --help); with --node, a\n"
+      "             gateway to engine nodes on other machines\n"
+      "  node       run an engine node for gateways to route requests to (inflight node --help)\n"
       "  generate   run the model on a prompt and stream the answer (inflight generate --help)\n"
       "  inspect    print a GGUF file's metadata and tensor table (inflight inspect MODEL)\n"
       "  devices    list the accelerators this build can use\n",
@@ -28,6 +30,7 @@ int main(int argc, char** argv) {
   }
   const std::string_view command = argv[1];
   if (command == "serve") return inflight::cli::run_serve(argc - 1, argv + 1);
+  if (command == "node") return inflight::cli::run_node(argc - 1, argv + 1);
   if (command == "generate") return inflight::cli::run_generate(argc - 1, argv + 1);
   if (command == "inspect") return inflight::cli::run_inspect(argc - 1, argv + 1);
   if (command == "devices") return inflight::cli::run_devices(argc - 1, argv + 1);

@@ -1,14 +1,19 @@
 // The settings of `inflight serve` and where they come from: built-in defaults, overridden by a config
 // file (`--config-file=PATH`, CAF's INI format; config/inflight.ini lists every key), overridden by the
-// command line. serve_config.cpp reads both through CAF's configuration system; this header includes no
-// CAF, so cli_serve.cpp compiles without it.
+// command line (option_table.hpp). serve_config.cpp declares them; this header includes no CAF, so
+// cli_serve.cpp compiles without it.
+//
+// With --node, serve runs as a gateway (inflight/cluster.hpp): the engine options belong to the nodes then,
+// and giving one to the gateway is an error.
 #pragma once
 
 #include <chrono>
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "cli_options.hpp"
+#include "cli_settings.hpp"
 #include "http_server.hpp"
 #include "inflight/engine.hpp"
 
@@ -17,31 +22,29 @@ namespace inflight::cli {
 // Every option of `inflight serve`. The defaults of the engine and HTTP server fields are those of
 // engine_options and net::server_options themselves, so they cannot drift apart from the library's.
 struct serve_settings {
-  // GGUF model file. An empty value in a file or on the command line also means this default.
-  std::string model = INFLIGHT_DEFAULT_MODEL;
-  std::string device = "auto";       // auto | cpu | cuda (backend_choice.hpp)
-  int threads = 0;                   // CPU: threads for the model; 0: one per hardware thread
-  int64_t kv_cache_mb = 1024;        // CPU: KV cache memory
-  double gpu_memory_fraction = 0.9;  // CUDA: share of device memory
-  bool cuda_graphs = true;           // CUDA: decode steps as graphs
-  int32_t block_size = 16;           // tokens per KV block
+  model_settings model;
   engine_options engine;
-  // server.model_name is left empty here: load_serve_settings then derives it from the model's file name.
-  net::server_options server = [] {
-    net::server_options options;
-    options.model_name.clear();
-    return options;
-  }();
+  net::server_options server;  // server.model_name: load_serve_settings derives it from the file name
   std::chrono::seconds shutdown_grace{10};  // on SIGINT/SIGTERM, running requests may finish for this long
 
+  // Gateway: engine nodes to route to, and the port nodes may join on (0: none).
+  std::vector<std::string> nodes;         // host:port
+  std::vector<std::string> node_weights;  // host:port=weight
+  std::string cluster_host = "127.0.0.1";
+  uint16_t cluster_port = 0;
+  bool prefix_affinity = true;
+  std::chrono::milliseconds report_timeout{1000};
+  link_settings link;
+
   bool dump_config = false;  // --dump-config: print these settings as a config file and exit, serve nothing
+  bool gateway() const { return !nodes.empty() || cluster_port != 0; }
 };
 
 // Reads `inflight serve`'s options from argv (argv[0] is "serve") and from the config file it names.
 // Throws usage_error naming the bad option, file or key: an unknown option or key, a section other than
-// [global], a value of the wrong type or out of range, a key set twice, a file that cannot be read.
-// On success server.model_name is set (the model's file name without .gguf unless given).
-// Does not look at --help; cli_serve.cpp answers that before calling.
+// [global], a value of the wrong type or out of range, a key set twice, a file that cannot be read, an
+// engine option given to a gateway. On success server.model_name is set (the model's file name without
+// .gguf unless given; a gateway leaves it to the nodes). Does not look at --help.
 serve_settings load_serve_settings(int argc, char** argv);
 
 // The text `inflight serve --help` prints: every option, its INI key and its default.
@@ -49,5 +52,9 @@ std::string serve_help_text();
 
 // `settings` as a config file that load_serve_settings reads back to the same settings (--dump-config).
 std::string serve_settings_to_ini(const serve_settings& settings);
+
+// The gateway's options from the settings (resolving the secret; a weight for a node that is not listed
+// is a usage_error).
+gateway_options gateway_options_of(const serve_settings& settings);
 
 }  // namespace inflight::cli

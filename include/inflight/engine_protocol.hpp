@@ -103,8 +103,10 @@ struct sequence_spec {
   int32_t priority = 0;  // lower runs first; FCFS within a priority
 };
 
-// unavailable: the engine failed (its KV manager or executor is gone) and takes no more work.
-enum class submit_status { accepted, queue_full, too_long, empty_prompt, duplicate_id, invalid_max_tokens, unavailable };
+// unavailable: the engine failed (its KV manager or executor is gone) and takes no more work, or the sender
+// is on a node this engine does not admit (an engine node's unauthenticated peer). draining: an engine node
+// that is leaving takes no new sequences (a gateway routes the request elsewhere).
+enum class submit_status { accepted, queue_full, too_long, empty_prompt, duplicate_id, invalid_max_tokens, unavailable, draining };
 const char* to_string(submit_status status);
 
 struct sequence_event {

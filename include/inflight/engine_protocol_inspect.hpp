@@ -3,8 +3,13 @@
 // by the actor translation units: everything else sees the plain structs.
 #pragma once
 
+#include <caf/error.hpp>
 #include <caf/meta/load_callback.hpp>
 #include <caf/meta/type_name.hpp>
+#include <caf/sec.hpp>
+
+#include <algorithm>
+#include <vector>
 
 #include "inflight/engine_protocol.hpp"
 
@@ -15,9 +20,19 @@ typename Inspector::result_type inspect(Inspector& f, token_logprob& x) {
   return f(caf::meta::type_name("inflight::token_logprob"), x.token, x.logprob);
 }
 
+// Only the num_top alternatives in use travel (a token event without logprobs carries none of the 20).
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, sample_result& x) {
-  return f(caf::meta::type_name("inflight::sample_result"), x.token, x.logprob, x.num_top, x.top);
+  const size_t used = size_t(std::clamp(x.num_top, 0, max_top_logprobs));
+  std::vector<token_logprob> top(x.top.begin(), x.top.begin() + std::ptrdiff_t(used));
+  auto restore_top = caf::meta::load_callback([&]() -> caf::error {
+    if (top.size() > size_t(max_top_logprobs)) return caf::make_error(caf::sec::invalid_argument);
+    x.top = {};
+    std::copy(top.begin(), top.end(), x.top.begin());
+    x.num_top = int32_t(top.size());
+    return caf::none;
+  });
+  return f(caf::meta::type_name("inflight::sample_result"), x.token, x.logprob, top, restore_top);
 }
 
 // CAF 0.17 has no std::optional support: the seed travels as (has_seed, seed) and is put back after loading.

@@ -1,0 +1,67 @@
+#include "request_book.hpp"
+
+#include <caf/all.hpp>
+
+#include "engine_actors.hpp"
+
+namespace inflight::engine {
+
+// Wraps the caller's sink: the final event also retires the request from the book.
+class tracked_sink final : public generation_sink {
+ public:
+  tracked_sink(request_book& book, request_id id, std::shared_ptr<generation_sink> inner)
+      : book_(book), id_(id), inner_(std::move(inner)) {}
+  void on_delta(const generation_delta& delta) override { inner_->on_delta(delta); }
+  void on_final(const generation_final& final_event) override {
+    inner_->on_final(final_event);
+    book_.retire(id_);
+  }
+
+ private:
+  request_book& book_;
+  request_id id_;
+  std::shared_ptr<generation_sink> inner_;
+};
+
+std::shared_ptr<generation_sink> request_book::track(request_id id, std::shared_ptr<generation_sink> sink) {
+  {
+    std::lock_guard lock(mutex_);
+    live_.emplace(id, caf::actor{});  // counted from now on; the handle follows
+  }
+  return std::make_shared<tracked_sink>(*this, id, std::move(sink));
+}
+
+void request_book::attach(request_id id, caf::actor actor) {
+  std::lock_guard lock(mutex_);
+  if (const auto found = live_.find(id); found != live_.end()) found->second = std::move(actor);
+}
+
+void request_book::cancel(request_id id) {
+  std::lock_guard lock(mutex_);
+  if (const auto found = live_.find(id); found != live_.end() && found->second)
+    caf::anon_send(found->second, cancel_atom::value);
+}
+
+void request_book::cancel_all() {
+  std::lock_guard lock(mutex_);
+  for (auto& [id, actor] : live_)
+    if (actor) caf::anon_send(actor, cancel_atom::value);
+}
+
+void request_book::wait_idle() {
+  std::unique_lock lock(mutex_);
+  idle_.wait(lock, [this] { return live_.empty(); });
+}
+
+size_t request_book::size() const {
+  std::lock_guard lock(mutex_);
+  return live_.size();
+}
+
+void request_book::retire(request_id id) {
+  std::lock_guard lock(mutex_);
+  live_.erase(id);
+  if (live_.empty()) idle_.notify_all();
+}
+
+}  // namespace inflight::engine

@@ -1,0 +1,196 @@
+"""Cluster links that must be refused or that fail without closing, and gateways that die.
+
+Usage: cluster_faults_test.py PATH_TO_INFLIGHT
+
+1. Refusals, each with a clear log line on both sides and no crash: a wrong cluster secret, a secret on
+   one side only (either side), a protocol-version mismatch (the message names both versions). The one
+   good node (its secret from $INFLIGHT_CLUSTER_SECRET, the gateway's from --cluster-secret-file) serves.
+2. A node that stalls without closing its socket (SIGSTOP): the heartbeat's link timeout marks it down, its
+   streaming request ends with an SSE error event, the other node's request completes; after SIGCONT it is
+   back up, holds no orphaned sequence, and takes requests again.
+3. The gateway is SIGKILLed mid-stream: the nodes keep running and cancel the orphaned sequences (no KV
+   block in use, as a new gateway sees at once), and serve the new gateway.
+4. TLS between gateway and node (certificates made here with the openssl CLI); a plaintext gateway gets
+   nothing from a TLS node and neither crashes.
+"""
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+from cluster import Cluster, all_up, stream_completion
+
+LONG = {"prompt": "Once upon a time", "max_tokens": 400, "ignore_eos": True, "temperature": 0}
+
+
+def refusals(cluster, workdir):
+    secret_file = os.path.join(workdir, "secret")
+    with open(secret_file, "w") as out:
+        out.write("right-secret\n")
+    wrong = cluster.node("--cluster-secret", "wrong-secret", label="wrong-secret")
+    good = cluster.node(label="good", env={**os.environ, "INFLIGHT_CLUSTER_SECRET": "right-secret"})
+    open_node = cluster.node(label="no-secret")
+    future = cluster.node("--cluster-secret-file", secret_file, label="version-99",
+                          env={**os.environ, "INFLIGHT_PROTOCOL_VERSION_OVERRIDE": "99"})
+    gateway = cluster.gateway("--cluster-secret-file", secret_file, *[a for n in (wrong, good, open_node, future)
+                                                                       for a in ("--node", n.address)])
+    nodes = gateway.wait_nodes(lambda n: n[good.address]["state"] == "up" and all(
+        n[x.address]["state"] == "refused" for x in (wrong, open_node, future)), what="one node up, three refused")
+    print({name: (n["state"], n["error"]) for name, n in nodes.items()})
+    assert "wrong cluster secret" in nodes[wrong.address]["error"], nodes
+    wrong.wait_for(r"refused gateway '[^']+': wrong cluster secret", timeout=10)
+    gateway.wait_for(rf"node {wrong.address} is refused: .*wrong cluster secret", timeout=10)
+    # The gateway sees the node's challenge offer no secret and refuses it itself.
+    assert "the node has no cluster secret but this gateway has one" in nodes[open_node.address]["error"], nodes
+    gateway.wait_for(rf"node {open_node.address} is refused: the node has no cluster secret", timeout=10)
+    version_error = nodes[future.address]["error"]
+    assert "cluster protocol 1" in version_error and "99" in version_error, version_error
+    future.wait_for(r"refused gateway .*protocol version mismatch: the gateway speaks cluster protocol 1, this node speaks 99",
+                    timeout=10)
+
+    status, _, body = gateway.post("/v1/completions", {"prompt": "The capital of France is", "max_tokens": 4,
+                                                       "temperature": 0})
+    assert status == 200 and "Paris" in body["choices"][0]["text"], (status, body)
+    assert gateway.nodes()[good.address]["routed_total"] >= 1
+
+    # A gateway without a secret, to a node that has one.
+    plain = cluster.gateway("--node", good.address, label="no-secret-gateway")
+    nodes = plain.wait_nodes(lambda n: n[good.address]["state"] == "refused", what="refused for lacking a secret")
+    assert "requires a cluster secret" in nodes[good.address]["error"], nodes
+    status, headers, body = plain.post("/v1/completions", {"prompt": "Hello", "max_tokens": 4})
+    assert status == 503 and headers.get("Retry-After") and body["error"]["message"], (status, body)
+    for process in (wrong, good, open_node, future, gateway, plain):
+        assert process.alive(), f"{process.label} died"
+    for process in (plain, gateway, wrong, good, open_node, future):
+        assert process.stop() == 0, process.label
+
+
+def one_request_each(gateway, count=2):
+    records = [{"tokens": 0, "times": []} for _ in range(count)]
+
+    def run(record):
+        def on_event(_, event):
+            record["times"].append(time.monotonic())
+            if "error" not in event and event["choices"][0]["finish_reason"] is None:
+                record["tokens"] += 1
+        record["status"], record["events"], record["done"] = stream_completion(gateway.port, LONG, on_event)
+
+    threads = [threading.Thread(target=run, args=(r,)) for r in records]
+    for thread in threads:
+        thread.start()
+    return records, threads
+
+
+def wait_until(predicate, timeout, what):
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not reached within {timeout} s")
+        time.sleep(0.01)
+
+
+def stalled_node(cluster):
+    stalled = cluster.node(label="stalled")
+    healthy = cluster.node(label="healthy")
+    gateway = cluster.gateway("--node", stalled.address, "--node", healthy.address, "--heartbeat-ms", "250",
+                              "--link-timeout-ms", "1500")
+    gateway.wait_nodes(all_up(2), what="both nodes up")
+    records, threads = one_request_each(gateway)
+    wait_until(lambda: all(r["tokens"] >= 3 for r in records), 60, "both requests streaming")
+    stalled.signal(signal.SIGSTOP)
+    stopped_at = time.monotonic()
+    for thread in threads:
+        thread.join(timeout=120)
+        assert not thread.is_alive(), "a request hung on the stalled node"
+    failed = [r for r in records if any("error" in e for e in r["events"])]
+    assert len(failed) == 1 and failed[0]["done"], [r["events"][-1:] for r in records]
+    error_after = failed[0]["times"][-1] - stopped_at
+    print(f"stall: SIGSTOP to the affected client's error event: {error_after * 1000:.0f} ms (link timeout 1500 ms)")
+    assert error_after < 1.5 + 3.0, error_after
+    other = next(r for r in records if r is not failed[0])
+    assert other["done"] and other["events"][-1]["choices"][0]["finish_reason"] == "length", other["events"][-1:]
+    nodes = gateway.wait_nodes(lambda n: n[stalled.address]["state"] == "down", what="the stalled node down")
+    assert nodes[stalled.address]["error"], nodes
+
+    stalled.signal(signal.SIGCONT)
+    nodes = gateway.wait_nodes(lambda n: n[stalled.address]["state"] == "up" and n[stalled.address]["running"] == 0
+                               and n[stalled.address]["kv_blocks_used"] == 0, timeout=30,
+                               what="the resumed node up with no orphaned sequence")
+    before = nodes[stalled.address]["routed_total"]
+    records, threads = one_request_each(gateway, count=2)
+    for thread in threads:
+        thread.join(timeout=120)
+    assert all(r["done"] and r["events"][-1]["choices"][0]["finish_reason"] == "length" for r in records)
+    assert gateway.nodes()[stalled.address]["routed_total"] > before, "no traffic returned to the resumed node"
+    return gateway, stalled, healthy
+
+
+def gateway_restart(cluster, gateway, a, b):
+    records, _ = one_request_each(gateway)
+    wait_until(lambda: all(r["tokens"] >= 3 for r in records), 60, "both requests streaming")
+    gateway.kill()
+    killed_at = time.monotonic()
+    successor = cluster.gateway("--node", a.address, "--node", b.address, label="gateway-2")
+    successor.wait_nodes(lambda n: all(x["state"] == "up" and x["running"] == 0 and x["kv_blocks_used"] == 0
+                                       for x in n.values()) and len(n) == 2, timeout=10,
+                         what="both nodes up again with the orphaned sequences cancelled")
+    print(f"gateway restart: SIGKILL to both nodes idle under the new gateway: {(time.monotonic() - killed_at) * 1000:.0f} ms"
+          " (includes starting the new gateway)")
+    status, _, body = successor.post("/v1/completions", {"prompt": "The capital of France is", "max_tokens": 4,
+                                                         "temperature": 0})
+    assert status == 200 and "Paris" in body["choices"][0]["text"], (status, body)
+    assert a.alive() and b.alive()
+    assert successor.stop() == 0 and a.stop() == 0 and b.stop() == 0
+
+
+def tls(cluster, workdir):
+    key, cert = os.path.join(workdir, "key.pem"), os.path.join(workdir, "cert.pem")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", cert,
+                    "-days", "1", "-subj", "/CN=inflight-test"], check=True, capture_output=True)
+    tls_args = ["--tls-certificate", cert, "--tls-key", key, "--tls-ca", cert]
+    node = cluster.node(*tls_args, "--cluster-secret", "s", label="tls-node")
+    assert node.log_has(r"\(TLS\)"), "the node did not say it speaks TLS"
+    gateway = cluster.gateway("--node", node.address, "--cluster-secret", "s", *tls_args, label="tls-gateway")
+    gateway.wait_nodes(all_up(1), what="the node up over TLS")
+    status, _, body = gateway.post("/v1/completions", {"prompt": "The capital of France is", "max_tokens": 4,
+                                                       "temperature": 0})
+    assert status == 200 and "Paris" in body["choices"][0]["text"], (status, body)
+    status, events, done = stream_completion(gateway.port, {"prompt": "1, 2, 3,", "max_tokens": 8, "temperature": 0})
+    assert status == 200 and done and events[-1]["choices"][0]["finish_reason"] == "length", events[-1:]
+
+    # A plaintext gateway dials the TLS node again and again (its handshakes fail) while the TLS gateway
+    # streams: the healthy link must not suffer (see actors/openssl_error_queue.cpp).
+    records, threads = one_request_each(gateway, count=1)
+    wait_until(lambda: records[0]["tokens"] >= 3, 60, "the TLS stream started")
+    mark = len(gateway.lines)
+    plain = cluster.gateway("--node", node.address, "--cluster-secret", "s", label="plaintext-gateway")
+    plain.wait_for(r"is down: cannot connect", timeout=10)
+    time.sleep(2.5)  # a few more failed handshakes (the backoff starts at 100 ms)
+    nodes = plain.nodes()
+    assert nodes[node.address]["state"] != "up", nodes
+    status, _, _ = plain.post("/v1/completions", {"prompt": "Hello", "max_tokens": 4}, timeout=30)
+    assert status == 503, status
+    threads[0].join(timeout=120)
+    assert records[0]["done"] and records[0]["events"][-1]["choices"][0].get("finish_reason") == "length", \
+        f"the TLS stream broke while a plaintext gateway knocked: {records[0]['events'][-1:]}"
+    assert not any("link lost" in line for line in gateway.lines[mark:]), "the TLS link was cut by failed handshakes"
+    assert node.alive() and plain.alive() and gateway.alive()
+    for process in (plain, gateway, node):
+        assert process.stop() == 0, process.label
+
+
+def main():
+    inflight = sys.argv[1]
+    with tempfile.TemporaryDirectory() as workdir, Cluster(inflight) as cluster:
+        refusals(cluster, workdir)
+        gateway, stalled, healthy = stalled_node(cluster)
+        gateway_restart(cluster, gateway, stalled, healthy)
+        tls(cluster, workdir)
+    print("cluster faults: all checks passed")
+
+
+if __name__ == "__main__":
+    main()
