@@ -34,6 +34,7 @@ using redial_atom = caf::atom_constant<caf::atom("ifredial")>;  // router / fron
 using report_atom = caf::atom_constant<caf::atom("ifreport")>;  // front -> itself: time for a load report
 using drain_atom = caf::atom_constant<caf::atom("ifdrain")>;    // engine_node -> front: leave the cluster
 using tick_atom = caf::atom_constant<caf::atom("iftick")>;      // router -> itself: staleness, snapshot
+using joincheck_atom = caf::atom_constant<caf::atom("ifjoinchk")>;  // front -> itself: did a handshake follow?
 using name_atom = caf::atom_constant<caf::atom("ifname")>;      // engine_node -> front: your name (once published)
 
 // Registers every message type that crosses between gateway and node, under the same names on both sides
@@ -79,6 +80,9 @@ struct front_config {
   std::vector<std::pair<std::string, uint16_t>> join;  // gateways to join
   bool tls = false;
   std::chrono::milliseconds connect_timeout{3000}, rejoin_min{100}, rejoin_max{2000};
+  // An accepted join that no completed handshake follows within this is made again (the gateway gave up
+  // on it: a timeout, a refusal it sent only in the handshake).
+  std::chrono::milliseconds join_handshake_timeout{15000};
   std::function<void(const std::string&)> log;
   std::function<void(const std::string&)> on_failure;
 };

@@ -50,10 +50,10 @@ std::string sha256_hex(std::string_view data) {
 }
 
 std::string make_proof(std::string_view secret, proof_role role, std::string_view gateway_nonce,
-                       std::string_view node_nonce) {
+                       std::string_view node_nonce, std::string_view verifier) {
   if (secret.empty()) return {};
   std::string message = role == proof_role::node ? "inflight-node|" : "inflight-gateway|";
-  message.append(gateway_nonce).append("|").append(node_nonce);
+  message.append(gateway_nonce).append("|").append(node_nonce).append("|").append(verifier);
   return hmac_sha256_hex(secret, message);
 }
 

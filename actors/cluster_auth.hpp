@@ -6,11 +6,14 @@
 //   gateway ── proof{gateway_proof} ───────────────────────────────────────▶ node
 //   gateway ◀── welcome{model card} or refusal ──────────────────────────── node
 //
-//   node_proof    = HMAC-SHA256(secret, "inflight-node"    | gateway_nonce | node_nonce)
-//   gateway_proof = HMAC-SHA256(secret, "inflight-gateway" | gateway_nonce | node_nonce)
+//   node_proof    = HMAC-SHA256(secret, "inflight-node"    | gateway_nonce | node_nonce | gateway's node id)
+//   gateway_proof = HMAC-SHA256(secret, "inflight-gateway" | gateway_nonce | node_nonce | node's node id)
 //
 // Each side picks a fresh random nonce per handshake, so a recorded proof is worthless later (no replay),
-// and the role label keeps one side's proof from being echoed back as the other's. Proofs are compared in
+// and the role label keeps one side's proof from being echoed back as the other's. Each proof names the
+// CAF node id of the process it is meant for (the verifier checks it against its own id), so a peer in the
+// middle cannot relay a handshake: a proof it obtained from a gateway by posing as a node is bound to its
+// own id, not to the node's it would forward it to. Proofs are compared in
 // constant time. The secret protects who may use a node; it does not encrypt the traffic (prompts and
 // outputs cross in the clear): for that, give the nodes and the gateway TLS certificates.
 #pragma once
@@ -26,10 +29,10 @@ std::string random_nonce();
 
 enum class proof_role { node, gateway };
 
-// Hex HMAC-SHA256 of the role label and both nonces under `secret`. Empty secret: empty proof (no
-// authentication configured).
+// Hex HMAC-SHA256 of the role label, both nonces and `verifier` (the CAF node id, as text, of the process
+// that will check the proof) under `secret`. Empty secret: empty proof (no authentication configured).
 std::string make_proof(std::string_view secret, proof_role role, std::string_view gateway_nonce,
-                       std::string_view node_nonce);
+                       std::string_view node_nonce, std::string_view verifier);
 
 // Compares two proofs in time that depends only on their lengths.
 bool proofs_equal(std::string_view a, std::string_view b);

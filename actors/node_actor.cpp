@@ -38,6 +38,7 @@ struct joined_gateway {
   caf::actor router;         // while linked
   uint64_t dial = 0;         // tag of the dial in progress (answers to older ones are ignored)
   std::chrono::milliseconds backoff{0};
+  std::string refusal;       // the gateway's last reason for not taking us (logged when it changes)
 };
 
 struct front_state {
@@ -104,8 +105,11 @@ void push_report(front_actor* self, const caf::actor& only = caf::actor{}) {
                 return;
               }
               for (const auto& [address, router] : st.subscribers) self->send(router, load);
-            });
-      });
+            },
+            // No report this time (the KV manager's failure, if that is it, arrives as a down message).
+            [](caf::error&) {});
+      },
+      [](caf::error&) {});
 }
 
 // The node's engine cannot go on: fail loudly once; the owner exits, which closes every link, so that
@@ -134,6 +138,16 @@ void redial_later(front_actor* self, size_t index) {
   self->delayed_send(self, gateway.backoff, redial_atom::value, uint64_t(index), gateway.dial);
 }
 
+// The join did not lead to a served gateway (refused, unanswered, or no handshake followed): drop the link
+// and join again after the backoff, as after a lost link.
+void rejoin_later(front_actor* self, size_t index) {
+  joined_gateway& gateway = self->state.joined[index];
+  if (gateway.router) self->demonitor(gateway.router);
+  gateway.router = caf::actor{};
+  gateway.dial = ++self->state.next_dial;  // answers about the dropped link are ignored from now on
+  redial_later(self, index);
+}
+
 caf::behavior node_front(front_actor* self, engine_actors engine, std::shared_ptr<node_gate> gate, front_config config) {
   front_state& st = self->state;
   st.engine = std::move(engine);
@@ -142,9 +156,10 @@ caf::behavior node_front(front_actor* self, engine_actors engine, std::shared_pt
   for (const caf::actor& actor : {st.engine.scheduler, st.engine.kv_manager, st.engine.executor}) self->monitor(actor);
   self->set_down_handler([self](caf::down_msg& down) {
     front_state& st = self->state;
-    if (down.source == st.engine.scheduler.address()) return engine_failed(self, "the scheduler stopped: " + self->system().render(down.reason));
-    if (down.source == st.engine.kv_manager.address()) return engine_failed(self, "the KV manager stopped: " + self->system().render(down.reason));
-    if (down.source == st.engine.executor.address()) return engine_failed(self, "the executor stopped: " + self->system().render(down.reason));
+    const std::string reason = self->system().render(down.reason);
+    if (down.source == st.engine.scheduler.address()) return engine_failed(self, "the scheduler stopped: " + reason);
+    if (down.source == st.engine.kv_manager.address()) return engine_failed(self, "the KV manager stopped: " + reason);
+    if (down.source == st.engine.executor.address()) return engine_failed(self, "the executor stopped: " + reason);
     if (const auto found = st.subscribers.find(down.source); found != st.subscribers.end()) {
       const caf::node_id gateway = found->second.node();
       st.subscribers.erase(found);
@@ -167,7 +182,7 @@ caf::behavior node_front(front_actor* self, engine_actors engine, std::shared_pt
     }
   });
   // Gateways are joined once the node knows its name (name_atom, sent right after publishing).
-  for (const auto& [host, port] : st.config.join) st.joined.push_back({host, port, {}, 0, {}});
+  for (const auto& [host, port] : st.config.join) st.joined.push_back({host, port, {}, 0, {}, {}});
   self->send(self, report_atom::value);
 
   return {
@@ -197,7 +212,8 @@ caf::behavior node_front(front_actor* self, engine_actors engine, std::shared_pt
         pending = {greeting.gateway_name, greeting.gateway_nonce, random_nonce()};
         answer.has_secret = !st.config.secret.empty();
         answer.node_nonce = pending.node_nonce;
-        answer.node_proof = make_proof(st.config.secret, proof_role::node, pending.gateway_nonce, pending.node_nonce);
+        answer.node_proof = make_proof(st.config.secret, proof_role::node, pending.gateway_nonce, pending.node_nonce,
+                                       caf::to_string(sender->node()));
         return answer;
       },
       [self](const proof& evidence) -> welcome {
@@ -211,8 +227,8 @@ caf::behavior node_front(front_actor* self, engine_actors engine, std::shared_pt
         }
         const pending_handshake pending = found->second;
         st.pending.erase(found);
-        const std::string expected =
-            make_proof(st.config.secret, proof_role::gateway, pending.gateway_nonce, pending.node_nonce);
+        const std::string expected = make_proof(st.config.secret, proof_role::gateway, pending.gateway_nonce,
+                                                pending.node_nonce, caf::to_string(self->node()));
         if (st.config.secret.empty() && !evidence.gateway_proof.empty())
           answer.refusal = "the gateway has a cluster secret but this node has none";
         else if (!st.config.secret.empty() && evidence.gateway_proof.empty())
@@ -249,6 +265,7 @@ caf::behavior node_front(front_actor* self, engine_actors engine, std::shared_pt
         if (from_admitted(self)) self->delegate(self->state.engine.scheduler, stopped_atom::value, id);
       },
       [self](report_atom) {
+        if (!local_sender(self)) return;  // its own timer only: a peer's would start another loop
         push_report(self);
         self->delayed_send(self, self->state.config.report_interval, report_atom::value);
       },
@@ -266,6 +283,7 @@ caf::behavior node_front(front_actor* self, engine_actors engine, std::shared_pt
       },
       [self](dialed_atom, uint64_t tag, const caf::actor& router, const std::string& error) {
         front_state& st = self->state;
+        if (!local_sender(self)) return;  // only our dialer knows the tags
         for (size_t i = 0; i < st.joined.size(); ++i) {
           joined_gateway& gateway = st.joined[i];
           if (gateway.dial != tag) continue;
@@ -281,18 +299,41 @@ caf::behavior node_front(front_actor* self, engine_actors engine, std::shared_pt
           self->request(router, std::chrono::seconds(10), join_atom::value, spoken_protocol_version(), st.config.name,
                         caf::actor_cast<caf::actor>(self))
               .then(
-                  [self, where](const std::string& refusal) {
-                    if (refusal.empty()) log(self, "joined the gateway at " + where);
-                    else log(self, "the gateway at " + where + " refused to let this node join: " + refusal);
+                  [self, where, i, tag = gateway.dial](const std::string& refusal) {
+                    front_state& st = self->state;
+                    if (st.joined[i].dial != tag) return;
+                    if (refusal.empty()) {
+                      log(self, "joined the gateway at " + where);
+                      st.joined[i].refusal.clear();
+                      // The gateway's handshake follows; should it not complete, join again.
+                      self->delayed_send(self, st.config.join_handshake_timeout, joincheck_atom::value, uint64_t(i), tag);
+                      return;
+                    }
+                    if (refusal != st.joined[i].refusal)
+                      log(self, "the gateway at " + where + " refused to let this node join: " + refusal + "; retrying");
+                    st.joined[i].refusal = refusal;
+                    rejoin_later(self, i);
                   },
-                  [self, where](caf::error& failure) {
+                  [self, where, i, tag = gateway.dial](caf::error& failure) {
+                    if (self->state.joined[i].dial != tag) return;
                     log(self, "the gateway at " + where + " did not answer the join: " + self->system().render(failure));
+                    rejoin_later(self, i);
                   });
           return;
         }
       },
+      [self](joincheck_atom, uint64_t index, uint64_t tag) {
+        front_state& st = self->state;
+        if (!local_sender(self) || index >= st.joined.size() || st.joined[index].dial != tag) return;
+        joined_gateway& gateway = st.joined[index];
+        if (!gateway.router || st.subscribers.count(gateway.router.address())) return;  // served, or already lost
+        log(self, "no handshake followed the join at " + gateway.host + ":" + std::to_string(gateway.port) +
+                      "; joining again");
+        rejoin_later(self, index);
+      },
       [self](redial_atom, uint64_t index, uint64_t tag) {
         front_state& st = self->state;
+        if (!local_sender(self)) return;
         if (index < st.joined.size() && st.joined[index].dial == tag && !st.joined[index].router) dial_gateway(self, index);
       },
   };

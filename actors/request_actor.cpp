@@ -13,7 +13,8 @@
 // Behind a gateway a node can fail under a request: its front actor goes down (the link closed, or CAF's
 // heartbeat timed out). A request that has received no token yet is routed again, to another node, as if
 // nothing had happened; one that has already streamed tokens ends with node_failed (HTTP 502, an SSE error
-// event). A node that says it is draining, or refuses, is skipped the same way.
+// event). A node that answers the submit with draining or unavailable (leaving, or its engine failed) is
+// skipped the same way; queue_full and too_long end the request (429, 400) as they would in one process.
 //
 // The sink gets one delta per generated token, a last delta (token -1) with any text held back to the
 // end, and exactly one final event; then the actor quits, and late messages for it are dropped.
@@ -49,6 +50,9 @@ struct request_state {
   std::string node_name;
   std::vector<int32_t> excluded;  // nodes this request failed on
   std::vector<uint64_t> prefix_hashes;
+  // A route question is out: the actor outlives its end until the answer comes, so that a node the router
+  // picked meanwhile is handed back (else its in-flight count would never come down).
+  bool route_pending = false;
   static inline const char* name = "inflight.request";
 };
 
@@ -95,7 +99,7 @@ void finish(request_actor* self, finish_reason reason, request_error error = req
     // The sink's own problem; the request is over either way.
   }
   st.sink.reset();
-  self->quit();
+  if (!st.route_pending) self->quit();
 }
 
 // Ends the sequence in the scheduler (frees its KV blocks), then the request.
@@ -173,6 +177,7 @@ void submit_to_target(request_actor* self) {
               st.excluded.push_back(st.node);
               release_node(self);
               self->demonitor(st.target);
+              st.target = caf::actor{};  // its down message, should one follow, is not ours to act on
               return route(self);
             }
             const request_error error = verdict == submit_status::queue_full    ? request_error::queue_full
@@ -197,13 +202,15 @@ void route(request_actor* self) {
     return finish(self, finish_reason::error, request_error::unavailable,
                   "no engine node could take the request (tried " + std::to_string(st.excluded.size()) + ")");
   }
+  st.route_pending = true;
   self->request(st.context->router, std::chrono::seconds(10), route_atom::value, st.prefix_hashes, st.excluded)
       .then(
           [self](int32_t node, const std::string& name_or_reason, const caf::actor& front) {
             request_state& st = self->state;
-            if (st.done) {  // cancelled or timed out meanwhile: give the node back at once
+            st.route_pending = false;
+            if (st.done) {  // cancelled or timed out meanwhile: give the node back, and go
               if (node >= 0) self->send(st.context->router, routed_atom::value, node);
-              return;
+              return self->quit();
             }
             if (node < 0 || !front) return finish(self, finish_reason::error, request_error::unavailable, name_or_reason);
             st.node = node;
@@ -212,6 +219,9 @@ void route(request_actor* self) {
             submit_to_target(self);
           },
           [self](caf::error& failure) {
+            request_state& st = self->state;
+            st.route_pending = false;
+            if (st.done) return self->quit();
             finish(self, finish_reason::error, request_error::unavailable,
                    "the gateway's router did not answer: " + self->system().render(failure));
           });
@@ -260,6 +270,7 @@ caf::behavior request(request_actor* self, std::shared_ptr<const request_context
     if (st.completion_tokens == 0) {  // nothing reached the client yet: another node can start over
       st.excluded.push_back(st.node);
       release_node(self);
+      st.target = caf::actor{};
       return route(self);
     }
     finish(self, finish_reason::error, request_error::node_failed,

@@ -3,8 +3,10 @@
 //   per node: dial (cluster_dialer) -> hello -> challenge (version, node's proof checked) -> proof ->
 //             welcome (model card checked against the cluster's) -> up; node_load reports while up
 //   link lost (down_msg: closed, or CAF's heartbeat timed out): down, dial again after a backoff that
-//             doubles from reconnect_min to reconnect_max (a joined node dials us again instead)
+//             doubles from reconnect_min to reconnect_max
 //   handshake refused (wrong secret, version or model): refused, tried again at reconnect_max
+//   (a joined node is not dialed: it joins again itself, after a lost link or when no handshake followed
+//   its join)
 //   route_atom (prefix hashes, excluded nodes)  from a request actor: (index, name, front) or (-1, why, none)
 //   routed_atom (index)                         a request is done with its node
 //   join_atom (version, name, front)            a node joining (inflight node --join): handshake with it
@@ -23,6 +25,9 @@
 namespace inflight::cluster {
 
 namespace {
+
+// Joins by new names are bounded: each adds a link that is kept (listed as down) after it goes.
+constexpr long max_joined_nodes = 256;
 
 using namespace inflight::engine;
 using clock = std::chrono::steady_clock;
@@ -172,9 +177,11 @@ void handshake(router_actor* self, int32_t node, caf::actor front) {
               return link_lost(self, node, node_state::refused, "the node has no cluster secret but this gateway has one");
             // Prove ours even when theirs is wrong, so that the node logs the mismatch too.
             const bool node_proven =
-                secret.empty() ||
-                proofs_equal(make_proof(secret, proof_role::node, gateway_nonce, answer.node_nonce), answer.node_proof);
-            const proof evidence{make_proof(secret, proof_role::gateway, gateway_nonce, answer.node_nonce)};
+                secret.empty() || proofs_equal(make_proof(secret, proof_role::node, gateway_nonce, answer.node_nonce,
+                                                          caf::to_string(self->node())),
+                                               answer.node_proof);
+            const proof evidence{
+                make_proof(secret, proof_role::gateway, gateway_nonce, answer.node_nonce, caf::to_string(front.node()))};
             self->request(front, st.config.handshake_timeout, evidence)
                 .then(
                     [self, node, attempt, node_proven, answer](const welcome& hi) {
@@ -246,6 +253,7 @@ caf::behavior router(router_actor* self, router_config config) {
   return {
       [self](dialed_atom, uint64_t attempt, const caf::actor& front, const std::string& error) {
         router_state& st = self->state;
+        if (!local_sender(self)) return;  // only our dialer knows the attempt tags; a peer must not hand us a front
         for (size_t i = 0; i < st.links.size(); ++i) {
           if (st.links[i].attempt != attempt) continue;
           if (!front) return link_lost(self, int32_t(i), node_state::down, "cannot connect: " + error);
@@ -254,6 +262,7 @@ caf::behavior router(router_actor* self, router_config config) {
       },
       [self](redial_atom, uint64_t node, uint64_t attempt) {
         router_state& st = self->state;
+        if (!local_sender(self)) return;
         if (node < st.links.size() && st.links[node].attempt == attempt && !st.links[node].front) dial(self, int32_t(node));
       },
       [self](const node_load& load) {
@@ -303,14 +312,26 @@ caf::behavior router(router_actor* self, router_config config) {
           return why;
         }
         if (!front || name.empty()) return "a join needs the node's name and front actor";
-        const int32_t node = st.policy->add_node(name);
+        // A join never takes over a link that works: only a new name, or one whose link is gone, is taken
+        // (a restarted node joins again once its old link's down message is in, and it retries until then).
+        const std::optional<int32_t> existing = st.policy->find(name);
+        if (existing) {
+          const node_link& known = st.links[size_t(*existing)];
+          if (!known.joined) return "a configured node of this name exists: " + name;
+          const node_state state = st.policy->nodes()[size_t(*existing)].state;
+          if (known.front && (known.handshaking || state == node_state::up || state == node_state::draining))
+            return "a node of this name is already connected: " + name;
+        } else if (std::count_if(st.links.begin(), st.links.end(), [](const node_link& l) { return l.joined; }) >=
+                   max_joined_nodes) {
+          return "this gateway has " + std::to_string(max_joined_nodes) + " joined nodes already";
+        }
+        const int32_t node = existing ? *existing : st.policy->add_node(name);
         if (size_t(node) == st.links.size()) {
           node_link link;
           link.joined = true;
           st.links.push_back(link);
         }
         node_link& link = st.links[size_t(node)];
-        if (!link.joined) return "a configured node of this name exists: " + name;
         link.attempt = ++st.next_attempt;
         log(self, "node " + name + " is joining");
         handshake(self, node, front);
@@ -318,6 +339,7 @@ caf::behavior router(router_actor* self, router_config config) {
       },
       [self](tick_atom) {
         router_state& st = self->state;
+        if (!local_sender(self)) return;  // its own timer only: a peer's would start another loop
         const auto now = clock::now();
         for (size_t i = 0; i < st.links.size(); ++i) {
           const routed_node& n = st.policy->nodes()[i];

@@ -17,16 +17,19 @@ TEST_CASE("HMAC-SHA256 and SHA-256 match RFC 4231 and FIPS 180-2 vectors") {
   CHECK(sha256_hex("abc") == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
 }
 
-TEST_CASE("proofs depend on the secret, the role and both nonces") {
+TEST_CASE("proofs depend on the secret, the role, both nonces and the verifier") {
   const std::string g = random_nonce(), n = random_nonce();
-  const std::string node = make_proof("s3cret", proof_role::node, g, n);
+  const std::string node = make_proof("s3cret", proof_role::node, g, n, "gw");
   CHECK(node.size() == 64);
-  CHECK(proofs_equal(node, make_proof("s3cret", proof_role::node, g, n)));
-  CHECK_FALSE(proofs_equal(node, make_proof("s3cret", proof_role::gateway, g, n)));  // no echoing back
-  CHECK_FALSE(proofs_equal(node, make_proof("s3creT", proof_role::node, g, n)));
-  CHECK_FALSE(proofs_equal(node, make_proof("s3cret", proof_role::node, random_nonce(), n)));  // no replay
-  CHECK_FALSE(proofs_equal(node, make_proof("s3cret", proof_role::node, g, random_nonce())));
-  CHECK(make_proof("", proof_role::node, g, n).empty());  // no secret, no proof
+  CHECK(proofs_equal(node, make_proof("s3cret", proof_role::node, g, n, "gw")));
+  CHECK_FALSE(proofs_equal(node, make_proof("s3cret", proof_role::gateway, g, n, "gw")));  // no echoing back
+  CHECK_FALSE(proofs_equal(node, make_proof("s3creT", proof_role::node, g, n, "gw")));
+  CHECK_FALSE(proofs_equal(node, make_proof("s3cret", proof_role::node, random_nonce(), n, "gw")));  // no replay
+  CHECK_FALSE(proofs_equal(node, make_proof("s3cret", proof_role::node, g, random_nonce(), "gw")));
+  CHECK(make_proof("", proof_role::node, g, n, "gw").empty());  // no secret, no proof
+  // Bound to the process that checks it: a proof obtained by posing as a node to gateway "gw" is
+  // worthless when relayed to another process.
+  CHECK_FALSE(proofs_equal(node, make_proof("s3cret", proof_role::node, g, n, "relay")));
   CHECK_FALSE(proofs_equal(node, ""));
   CHECK_FALSE(proofs_equal(node, node.substr(0, 63)));
 }

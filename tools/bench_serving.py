@@ -3,9 +3,12 @@
 
     python tools/bench_serving.py --base-url http://127.0.0.1:8000 --num-requests 64 --max-concurrency 8 \
         [--request-rate inf] [--prompt-len 32] [--output-mean 128] [--output-max 512] [--json out.json]
+        [--prefix-groups G --shared-prefix-len L]
 
 Each request is a streamed /v1/completions call with `prompt_len` random token ids, ignore_eos, and
 max_tokens drawn from an exponential distribution (mean --output-mean, capped at --output-max, at least 1).
+With --prefix-groups G, each prompt starts with one of G shared prefixes of --shared-prefix-len random ids
+(chosen at random per request): a workload for prefix caching and a gateway's prefix affinity.
 Arrivals are Poisson at --request-rate requests/s (inf: all at once), limited to --max-concurrency in flight.
 Metrics, as benchmark_serving defines them:
     TTFT  request sent -> first streamed token
@@ -57,6 +60,9 @@ async def one_request(client, url, prompt, max_tokens, results):
 async def run(args):
     rng = random.Random(args.seed)
     prompts = [[rng.randrange(1000, 20000) for _ in range(args.prompt_len)] for _ in range(args.num_requests)]
+    if getattr(args, "prefix_groups", 0):
+        prefixes = [[rng.randrange(1000, 20000) for _ in range(args.shared_prefix_len)] for _ in range(args.prefix_groups)]
+        prompts = [rng.choice(prefixes) + prompt for prompt in prompts]
     lengths = [max(1, min(args.output_max, math.ceil(rng.expovariate(1.0 / args.output_mean))))
                for _ in range(args.num_requests)]
     url = args.base_url.rstrip("/") + "/v1/completions"
@@ -108,6 +114,8 @@ def main():
     parser.add_argument("--output-mean", type=float, default=128)
     parser.add_argument("--output-max", type=int, default=512)
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--prefix-groups", type=int, default=0)
+    parser.add_argument("--shared-prefix-len", type=int, default=256)
     parser.add_argument("--json")
     args = parser.parse_args()
     summary = asyncio.run(run(args))

@@ -15,6 +15,7 @@
 #include "cli_commands.hpp"
 #include "cli_options.hpp"
 #include "node_config.hpp"
+#include "shared_options.hpp"
 #include "inflight/chat_template.hpp"
 #include "inflight/cluster.hpp"
 #include "inflight/gguf.hpp"
@@ -50,18 +51,7 @@ int run(const node_settings& settings) {
   auto file = gguf::gguf_file::open(settings.model.path);
   auto tok = tokenizer::from_gguf(*file);
   options.card = describe_model(*file);
-  backend_choice choice;
-  choice.device = resolve_device(settings.model.device);
-  choice.threads = settings.model.threads;
-  choice.kv_cache_mb = settings.model.kv_cache_mb;
-  choice.gpu_memory_fraction = settings.model.gpu_memory_fraction;
-  choice.cuda_graphs = settings.model.cuda_graphs;
-  choice.block_size = settings.model.block_size;
-  choice.max_step_sequences = settings.engine.max_num_seqs;
-  choice.max_step_tokens = settings.engine.max_num_batched_tokens > 0 ? settings.engine.max_num_batched_tokens
-                           : choice.device == "cuda"                   ? 2048
-                                                                       : 512;
-  auto model = make_backend(file, choice);
+  auto model = make_backend(file, backend_choice_of(settings.model, settings.engine));
   log_line(model->config().name + ", " + model->describe());
   engine_options engine = settings.engine;
   engine.model_name = settings.model_name;

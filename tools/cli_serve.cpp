@@ -15,6 +15,7 @@
 #include "cli_options.hpp"
 #include "http_server.hpp"
 #include "serve_config.hpp"
+#include "shared_options.hpp"
 #include "inflight/chat_template.hpp"
 #include "inflight/cluster.hpp"
 #include "inflight/engine.hpp"
@@ -29,20 +30,7 @@ namespace {
 std::unique_ptr<inference_engine> local_engine(const serve_settings& settings) {
   auto file = gguf::gguf_file::open(settings.model.path);
   auto tok = tokenizer::from_gguf(*file);
-  backend_choice choice;
-  choice.device = resolve_device(settings.model.device);
-  choice.threads = settings.model.threads;
-  choice.kv_cache_mb = settings.model.kv_cache_mb;
-  choice.gpu_memory_fraction = settings.model.gpu_memory_fraction;
-  choice.cuda_graphs = settings.model.cuda_graphs;
-  choice.block_size = settings.model.block_size;
-  choice.max_step_sequences = settings.engine.max_num_seqs;
-  // The step's token budget: the engine's, or by default 512 on the CPU (larger steps only add latency
-  // there) and 2048 on a GPU (vLLM's default for chunked prefill).
-  choice.max_step_tokens = settings.engine.max_num_batched_tokens > 0 ? settings.engine.max_num_batched_tokens
-                           : choice.device == "cuda"                   ? 2048
-                                                                       : 512;
-  auto model = make_backend(file, choice);
+  auto model = make_backend(file, backend_choice_of(settings.model, settings.engine));
   std::fprintf(stderr, "inflight serve: %s, %s\n", model->config().name.c_str(), model->describe().c_str());
   engine_options engine = settings.engine;
   engine.model_name = settings.server.model_name;

@@ -5,6 +5,23 @@
 
 namespace inflight::cli {
 
+backend_choice backend_choice_of(const model_settings& model, const engine_options& engine) {
+  backend_choice choice;
+  choice.device = resolve_device(model.device);
+  choice.threads = model.threads;
+  choice.kv_cache_mb = model.kv_cache_mb;
+  choice.gpu_memory_fraction = model.gpu_memory_fraction;
+  choice.cuda_graphs = model.cuda_graphs;
+  choice.block_size = model.block_size;
+  choice.max_step_sequences = engine.max_num_seqs;
+  // The step's token budget: the engine's, or by default 512 on the CPU (larger steps only add latency
+  // there) and 2048 on a GPU (vLLM's default for chunked prefill).
+  choice.max_step_tokens = engine.max_num_batched_tokens > 0 ? engine.max_num_batched_tokens
+                           : choice.device == "cuda"          ? 2048
+                                                              : 512;
+  return choice;
+}
+
 void declare_model_options(option_table& t, model_settings& s, std::string& model_name) {
   t.group("The model");
   t.text("model", "PATH", "GGUF model file; \"\" means the model tools/setup.sh fetches", s.path, true);

@@ -129,8 +129,11 @@ class Gateway(Process):
         deadline = time.monotonic() + timeout
         while True:
             nodes = self.nodes()
-            if predicate(nodes):
-                return nodes
+            try:
+                if predicate(nodes):
+                    return nodes
+            except KeyError:
+                pass  # a node not listed yet (the router's first snapshot)
             if time.monotonic() > deadline:
                 raise AssertionError(f"{what}: not reached within {timeout} s; /v1/nodes: {json.dumps(nodes)}")
             time.sleep(0.05)
@@ -199,3 +202,41 @@ def free_port():
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
+
+
+def start_streams(port, body, count):
+    """Starts `count` streamed completions of `body` at once, one thread each; returns (records, threads).
+    While it runs a record counts `tokens` (text deltas so far) and `times` (each event's arrival); at the
+    end it also holds `status`, `events` and `done` (stream_completion's results)."""
+    records = [{"tokens": 0, "times": []} for _ in range(count)]
+
+    def run(record):
+        def on_event(_, event):
+            record["times"].append(time.monotonic())
+            if "error" not in event and event["choices"][0]["finish_reason"] is None:
+                record["tokens"] += 1  # a text delta (the final chunk carries only the finish reason)
+        record["status"], record["events"], record["done"] = stream_completion(port, body, on_event)
+
+    threads = [threading.Thread(target=run, args=(r,)) for r in records]
+    for thread in threads:
+        thread.start()
+    return records, threads
+
+
+def completed(record, reason="length"):
+    """The stream ended with [DONE] after a final chunk of this finish reason (no error event)."""
+    events = record.get("events") or []
+    return bool(record.get("done") and events and "error" not in events[-1]
+                and events[-1]["choices"][0]["finish_reason"] == reason)
+
+
+def failed(record):
+    return any("error" in event for event in record.get("events") or [])
+
+
+def wait_until(predicate, timeout, what):
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not reached within {timeout} s")
+        time.sleep(0.01)

@@ -5,8 +5,8 @@ Usage: cluster_clients_test.py PATH_TO_INFLIGHT
 - the `openai` client (completions, chat, streamed chat) and the `websockets` client work through the
   gateway unchanged, and greedy answers equal those of the single-process `inflight serve`;
 - /v1/models, /health and /v1/nodes describe the cluster; both nodes took requests;
-- a third node joins the running gateway (--join), takes its share of concurrent requests, and leaves on
-  SIGTERM (drained: exit code 0, listed as down).
+- a third node joins the running gateway (--join), takes its share of concurrent requests (a second node
+  joining under its name is refused), and leaves on SIGTERM (drained: exit code 0, listed as down).
 Any failed check raises, so the process exits non-zero; every process is reaped.
 """
 import asyncio
@@ -90,6 +90,11 @@ def main():
         c = cluster.node("--join", f"127.0.0.1:{gateway.cluster_port}", "--name", "node-c", label="node-c")
         nodes = gateway.wait_nodes(lambda n: n.get("node-c", {}).get("state") == "up", what="node-c joined")
         assert nodes["node-c"]["joined"] is True, nodes
+        # A second node joining under the same name does not take over node-c's link.
+        impostor = cluster.node("--join", f"127.0.0.1:{gateway.cluster_port}", "--name", "node-c", label="impostor")
+        impostor.wait_for(r"refused to let this node join: a node of this name is already connected", timeout=20)
+        impostor.kill()
+        assert gateway.nodes()["node-c"]["state"] == "up", gateway.nodes()
         client = openai.OpenAI(base_url=f"http://127.0.0.1:{gateway.port}/v1", api_key="unused", max_retries=0)
         before = nodes["node-c"]["routed_total"]
         with concurrent.futures.ThreadPoolExecutor(6) as pool:

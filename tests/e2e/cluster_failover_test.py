@@ -14,44 +14,17 @@ Usage: cluster_failover_test.py PATH_TO_INFLIGHT
    node down: 503 with Retry-After, /health 503, never a hang.
 Timings are printed as `failover: ...` lines.
 """
-import json
-import signal
 import sys
 import threading
 import time
 
-from cluster import Cluster, all_up, stream_completion
+from cluster import Cluster, all_up, completed, failed, start_streams, stream_completion, wait_until
 
 LONG = {"prompt": "Once upon a time", "max_tokens": 160, "ignore_eos": True, "temperature": 0}
 
 
-def streamed_requests(gateway, count):
-    """Starts `count` streamed requests at once; returns their records (filled in by their threads)."""
-    records = [{"tokens": 0, "times": [], "events": None, "done": False, "status": None} for _ in range(count)]
-
-    def run(record):
-        def on_event(_, event):
-            record["times"].append(time.monotonic())
-            if "error" not in event and event["choices"][0]["finish_reason"] is None:
-                record["tokens"] += 1  # a text delta (the final chunk carries only the finish reason)
-        record["status"], record["events"], record["done"] = stream_completion(gateway.port, LONG, on_event)
-
-    threads = [threading.Thread(target=run, args=(r,)) for r in records]
-    for thread in threads:
-        thread.start()
-    return records, threads
-
-
-def wait_until(predicate, timeout, what):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not reached within {timeout} s")
-        time.sleep(0.01)
-
-
 def kill_a_streaming_node(cluster, gateway, a, b):
-    records, threads = streamed_requests(gateway, 6)
+    records, threads = start_streams(gateway.port, LONG, 6)
     # A runs one, B three: four requests stream; A's other two wait in its queue.
     wait_until(lambda: sum(r["tokens"] >= 3 for r in records) >= 4, 120, "four requests streaming")
     nodes = gateway.nodes()
@@ -63,22 +36,21 @@ def kill_a_streaming_node(cluster, gateway, a, b):
         thread.join(timeout=300)
         assert not thread.is_alive(), "a request hung after the kill"
 
-    failed = [r for r in records if any("error" in e for e in r["events"])]
-    assert len(failed) == 1, f"expected exactly A's streaming request to fail: {[r['events'][-1:] for r in records]}"
-    error_event = failed[0]["events"][-1]
-    assert failed[0]["done"] and error_event["error"]["type"] and error_event["error"]["message"], error_event
-    assert failed[0]["tokens"] > 0 and failed[0]["status"] == 200
-    error_after = failed[0]["times"][-1] - killed_at
+    broken = [r for r in records if failed(r)]
+    assert len(broken) == 1, f"expected exactly A's streaming request to fail: {[r['events'][-1:] for r in records]}"
+    error_event = broken[0]["events"][-1]
+    assert broken[0]["done"] and error_event["error"]["type"] and error_event["error"]["message"], error_event
+    assert broken[0]["tokens"] > 0 and broken[0]["status"] == 200
+    error_after = broken[0]["times"][-1] - killed_at
     print(f"failover: SIGKILL to the affected client's error event: {error_after * 1000:.0f} ms")
     assert error_after <= 1.0, f"the error reached the client {error_after:.2f} s after the kill"
 
     resubmitted = [r for r, before in zip(records, tokens_at_kill) if before == 0]
     assert len(resubmitted) == 2, tokens_at_kill
     for r in records:
-        if r is failed[0]:
+        if r is broken[0]:
             continue
-        assert r["done"] and r["events"][-1]["choices"][0]["finish_reason"] == "length", \
-            f"an unaffected request did not complete: {r['events'][-1:]}"
+        assert completed(r), f"an unaffected request did not complete: {r['events'][-1:]}"
         assert r["tokens"] > LONG["max_tokens"] // 2, r["tokens"]
     first_resubmitted_token = min(r["times"][0] for r in resubmitted) - killed_at
     print(f"failover: SIGKILL to the first resubmitted request's first token: {first_resubmitted_token * 1000:.0f} ms")
@@ -94,11 +66,10 @@ def restart_and_reuse(cluster, gateway, a_port, b):
     a = cluster.node("--max-num-seqs", "1", port=a_port, label="node-a2")
     nodes = gateway.wait_nodes(lambda n: n[a.address]["state"] == "up", timeout=30, what="A back up")
     before = nodes[a.address]["routed_total"]
-    records, threads = streamed_requests(gateway, 4)
+    records, threads = start_streams(gateway.port, LONG, 4)
     for thread in threads:
         thread.join(timeout=300)
-    assert all(r["done"] and r["events"][-1]["choices"][0]["finish_reason"] == "length" for r in records), \
-        [r["events"][-1:] for r in records]
+    assert all(completed(r) for r in records), [r["events"][-1:] for r in records]
     nodes = gateway.nodes()
     assert nodes[a.address]["routed_total"] - before >= 1, f"no traffic returned to the restarted node: {nodes}"
     return a

@@ -18,10 +18,9 @@ import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 
-from cluster import Cluster, all_up, stream_completion
+from cluster import Cluster, all_up, completed, failed, start_streams, stream_completion, wait_until
 
 LONG = {"prompt": "Once upon a time", "max_tokens": 400, "ignore_eos": True, "temperature": 0}
 
@@ -68,50 +67,26 @@ def refusals(cluster, workdir):
         assert process.stop() == 0, process.label
 
 
-def one_request_each(gateway, count=2):
-    records = [{"tokens": 0, "times": []} for _ in range(count)]
-
-    def run(record):
-        def on_event(_, event):
-            record["times"].append(time.monotonic())
-            if "error" not in event and event["choices"][0]["finish_reason"] is None:
-                record["tokens"] += 1
-        record["status"], record["events"], record["done"] = stream_completion(gateway.port, LONG, on_event)
-
-    threads = [threading.Thread(target=run, args=(r,)) for r in records]
-    for thread in threads:
-        thread.start()
-    return records, threads
-
-
-def wait_until(predicate, timeout, what):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not reached within {timeout} s")
-        time.sleep(0.01)
-
-
 def stalled_node(cluster):
     stalled = cluster.node(label="stalled")
     healthy = cluster.node(label="healthy")
     gateway = cluster.gateway("--node", stalled.address, "--node", healthy.address, "--heartbeat-ms", "250",
                               "--link-timeout-ms", "1500")
     gateway.wait_nodes(all_up(2), what="both nodes up")
-    records, threads = one_request_each(gateway)
+    records, threads = start_streams(gateway.port, LONG, 2)
     wait_until(lambda: all(r["tokens"] >= 3 for r in records), 60, "both requests streaming")
     stalled.signal(signal.SIGSTOP)
     stopped_at = time.monotonic()
     for thread in threads:
         thread.join(timeout=120)
         assert not thread.is_alive(), "a request hung on the stalled node"
-    failed = [r for r in records if any("error" in e for e in r["events"])]
-    assert len(failed) == 1 and failed[0]["done"], [r["events"][-1:] for r in records]
-    error_after = failed[0]["times"][-1] - stopped_at
+    broken = [r for r in records if failed(r)]
+    assert len(broken) == 1 and broken[0]["done"], [r["events"][-1:] for r in records]
+    error_after = broken[0]["times"][-1] - stopped_at
     print(f"stall: SIGSTOP to the affected client's error event: {error_after * 1000:.0f} ms (link timeout 1500 ms)")
     assert error_after < 1.5 + 3.0, error_after
-    other = next(r for r in records if r is not failed[0])
-    assert other["done"] and other["events"][-1]["choices"][0]["finish_reason"] == "length", other["events"][-1:]
+    other = next(r for r in records if r is not broken[0])
+    assert completed(other), other["events"][-1:]
     nodes = gateway.wait_nodes(lambda n: n[stalled.address]["state"] == "down", what="the stalled node down")
     assert nodes[stalled.address]["error"], nodes
 
@@ -120,16 +95,16 @@ def stalled_node(cluster):
                                and n[stalled.address]["kv_blocks_used"] == 0, timeout=30,
                                what="the resumed node up with no orphaned sequence")
     before = nodes[stalled.address]["routed_total"]
-    records, threads = one_request_each(gateway, count=2)
+    records, threads = start_streams(gateway.port, LONG, 2)
     for thread in threads:
         thread.join(timeout=120)
-    assert all(r["done"] and r["events"][-1]["choices"][0]["finish_reason"] == "length" for r in records)
+    assert all(completed(r) for r in records), [r["events"][-1:] for r in records]
     assert gateway.nodes()[stalled.address]["routed_total"] > before, "no traffic returned to the resumed node"
     return gateway, stalled, healthy
 
 
 def gateway_restart(cluster, gateway, a, b):
-    records, _ = one_request_each(gateway)
+    records, _ = start_streams(gateway.port, LONG, 2)
     wait_until(lambda: all(r["tokens"] >= 3 for r in records), 60, "both requests streaming")
     gateway.kill()
     killed_at = time.monotonic()
@@ -163,7 +138,7 @@ def tls(cluster, workdir):
 
     # A plaintext gateway dials the TLS node again and again (its handshakes fail) while the TLS gateway
     # streams: the healthy link must not suffer (see actors/openssl_error_queue.cpp).
-    records, threads = one_request_each(gateway, count=1)
+    records, threads = start_streams(gateway.port, LONG, 1)
     wait_until(lambda: records[0]["tokens"] >= 3, 60, "the TLS stream started")
     mark = len(gateway.lines)
     plain = cluster.gateway("--node", node.address, "--cluster-secret", "s", label="plaintext-gateway")
@@ -174,8 +149,7 @@ def tls(cluster, workdir):
     status, _, _ = plain.post("/v1/completions", {"prompt": "Hello", "max_tokens": 4}, timeout=30)
     assert status == 503, status
     threads[0].join(timeout=120)
-    assert records[0]["done"] and records[0]["events"][-1]["choices"][0].get("finish_reason") == "length", \
-        f"the TLS stream broke while a plaintext gateway knocked: {records[0]['events'][-1:]}"
+    assert completed(records[0]), f"the TLS stream broke while a plaintext gateway knocked: {records[0]['events'][-1:]}"
     assert not any("link lost" in line for line in gateway.lines[mark:]), "the TLS link was cut by failed handshakes"
     assert node.alive() and plain.alive() and gateway.alive()
     for process in (plain, gateway, node):

@@ -15,10 +15,9 @@ namespaces cannot be made (not root, no CAP_SYS_ADMIN, no iproute2) it prints SK
 import os
 import subprocess
 import sys
-import threading
 import time
 
-from cluster import Cluster, Node, all_up, stream_completion
+from cluster import Cluster, Node, all_up, completed, failed, start_streams, wait_until
 
 SECRET = "netns-test-secret"
 LONG = {"prompt": "Once upon a time", "max_tokens": 300, "ignore_eos": True, "temperature": 0}
@@ -65,39 +64,15 @@ class TestHosts:
             ip("link", "del", host_link, check=False)
 
 
-def streams(gateway, count):
-    records = [{"tokens": 0, "times": []} for _ in range(count)]
-
-    def run(record):
-        def on_event(_, event):
-            record["times"].append(time.monotonic())
-            if "error" not in event and event["choices"][0]["finish_reason"] is None:
-                record["tokens"] += 1
-        record["status"], record["events"], record["done"] = stream_completion(gateway.port, LONG, on_event)
-
-    threads = [threading.Thread(target=run, args=(r,)) for r in records]
-    for thread in threads:
-        thread.start()
-    return records, threads
-
-
-def wait_until(predicate, timeout, what):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not reached within {timeout} s")
-        time.sleep(0.01)
-
-
 def one_fails_one_completes(records, threads, started_at, what):
     for thread in threads:
         thread.join(timeout=120)
         assert not thread.is_alive(), f"{what}: a request hung"
-    failed = [r for r in records if any("error" in e for e in r["events"])]
-    assert len(failed) == 1 and failed[0]["done"], [r["events"][-1:] for r in records]
-    other = next(r for r in records if r is not failed[0])
-    assert other["done"] and other["events"][-1]["choices"][0]["finish_reason"] == "length", other["events"][-1:]
-    return failed[0]["times"][-1] - started_at
+    broken = [r for r in records if failed(r)]
+    assert len(broken) == 1 and broken[0]["done"], [r["events"][-1:] for r in records]
+    other = next(r for r in records if r is not broken[0])
+    assert completed(other), other["events"][-1:]
+    return broken[0]["times"][-1] - started_at
 
 
 def run(inflight, hosts):
@@ -117,7 +92,7 @@ def run(inflight, hosts):
             status, _, body = gateway.post("/v1/completions", {"prompt": "The capital of France is", "max_tokens": 4,
                                                                "temperature": 0})
             assert status == 200 and "Paris" in body["choices"][0]["text"], (status, body)
-        records, threads = streams(gateway, 2)
+        records, threads = start_streams(gateway.port, LONG, 2)
         wait_until(lambda: all(r["tokens"] >= 3 for r in records), 60, "a stream on each host")
         gateway.wait_nodes(lambda n: all(x["in_flight"] == 1 for x in n.values()), what="one stream on each host")
 
@@ -132,7 +107,7 @@ def run(inflight, hosts):
         gateway.wait_nodes(all_up(2), timeout=30, what="host A's node back")
 
         # Host B's cable is pulled: nothing closes the TCP link, only the heartbeat notices.
-        records, threads = streams(gateway, 2)
+        records, threads = start_streams(gateway.port, LONG, 2)
         wait_until(lambda: all(r["tokens"] >= 3 for r in records), 60, "a stream on each host")
         pulled_at = time.monotonic()
         ip("link", "set", hosts.host_links[1], "down")
@@ -144,10 +119,10 @@ def run(inflight, hosts):
                                    and n[b.address]["kv_blocks_used"] == 0, timeout=30,
                                    what="host B back with no orphaned sequence")
         before = nodes[b.address]["routed_total"]
-        records, threads = streams(gateway, 2)
+        records, threads = start_streams(gateway.port, LONG, 2)
         for thread in threads:
             thread.join(timeout=120)
-        assert all(r["done"] and r["events"][-1]["choices"][0]["finish_reason"] == "length" for r in records)
+        assert all(completed(r) for r in records), [r["events"][-1:] for r in records]
         assert gateway.nodes()[b.address]["routed_total"] > before, "no traffic returned to host B"
         assert gateway.stop() == 0 and a.stop() == 0 and b.stop() == 0
 
