@@ -1,16 +1,22 @@
 // The engine's actors when one of them dies (a bug such as a protocol error in the KV manager, or the
 // executor's thread gone): the scheduler must end every request at once with an error, not leave it
 // waiting for a deadline that may never come, and refuse new ones so that a node's gateway fails over.
-// White-box: the test is the requester itself (a scoped actor), as a request actor would be.
+// White-box: the test is the requester itself (a scoped actor), as a request actor would be. An engine
+// node's front actor must see the failure too: it tells its owner (inflight node then exits, closing its
+// links, so that gateways fail over) and refuses gateways from then on.
 #include <doctest/doctest.h>
 
 #include <caf/all.hpp>
 
 #include <chrono>
 #include <memory>
+#include <mutex>
 #include <string>
+#include <thread>
 
+#include "cluster_actors.hpp"
 #include "engine_actors.hpp"
+#include "inflight/cluster_protocol_inspect.hpp"
 #include "inflight/cpu_backend.hpp"
 #include "inflight/gguf.hpp"
 #include "inflight/tokenizer.hpp"
@@ -98,4 +104,35 @@ TEST_CASE("engine faults: a dead executor fails the running request at once and 
   const token_event event = final_event_after_killing(engine, engine.actors.executor);
   CHECK(event.event.finished == finish_reason::error);
   CHECK(event.error.find("the executor failed") != std::string::npos);
+}
+
+TEST_CASE("engine faults: an engine node's front reports a dead KV manager and refuses gateways") {
+  engine_under_test engine;
+  std::mutex mutex;
+  std::string failure;
+  cluster::front_config config;
+  config.name = "test-node";
+  config.on_failure = [&](const std::string& why) {
+    std::lock_guard lock(mutex);
+    failure = why;
+  };
+  const caf::actor front =
+      cluster::spawn_node_front(engine.system, engine.actors, std::make_shared<node_gate>(), std::move(config));
+  caf::anon_send_exit(engine.actors.kv_manager, caf::exit_reason::kill);
+  const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  const auto failed = [&] {
+    std::lock_guard lock(mutex);
+    return !failure.empty();
+  };
+  while (!failed() && std::chrono::steady_clock::now() < give_up) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  REQUIRE(failed());
+  CHECK(failure.find("the KV manager stopped") != std::string::npos);
+
+  caf::scoped_actor self{engine.system};
+  std::string refusal;
+  self->request(front, std::chrono::seconds(10), cluster::hello{cluster::protocol_version, "gateway", "nonce"})
+      .receive([&](const cluster::challenge& answer) { refusal = answer.refusal; },
+               [&](caf::error&) { refusal = "no answer"; });
+  CHECK(refusal.find("the node's engine has failed") != std::string::npos);
+  caf::anon_send_exit(front, caf::exit_reason::user_shutdown);
 }
