@@ -56,6 +56,34 @@ async def websocket_answers(port):
     return [texts.get(0, ""), texts.get(1, "")]
 
 
+async def websocket_node_failure(gateway, nodes_by_address):
+    async with websockets.connect(f"ws://127.0.0.1:{gateway.port}/v1/ws") as ws:
+        await ws.send(json.dumps({"id": "long", "prompt": "Once upon a time", "max_tokens": 2000, "ignore_eos": True}))
+        deltas = 0
+        while deltas < 3:
+            message = json.loads(await ws.recv())
+            assert message["type"] == "delta", message
+            deltas += 1
+        busy = gateway.wait_nodes(lambda n: sum(x["in_flight"] for x in n.values() if x["state"] == "up") == 1,
+                                  what="the WebSocket request on one node")
+        victim = next(name for name, n in busy.items() if n["in_flight"] == 1 and n["state"] == "up")
+        nodes_by_address[victim].kill()
+        while True:
+            message = json.loads(await asyncio.wait_for(ws.recv(), timeout=10))
+            if message["type"] != "delta":
+                break
+        assert message["type"] == "error" and message["id"] == "long", message
+        assert message["error"]["message"] and message["error"]["type"], message
+        # The same socket serves the next request, on the other node.
+        await ws.send(json.dumps({"id": "next", "prompt": PROMPTS[0], "max_tokens": 4, "temperature": 0}))
+        while True:
+            message = json.loads(await asyncio.wait_for(ws.recv(), timeout=30))
+            if message["type"] != "delta":
+                break
+        assert message["type"] == "done" and message["id"] == "next", message
+    return next(node for name, node in nodes_by_address.items() if name != victim)
+
+
 def main():
     inflight = sys.argv[1]
     reference_server = InflightServer(inflight, "--threads", "1")
@@ -109,7 +137,11 @@ def main():
         gateway.wait_nodes(lambda n: n["node-c"]["state"] == "down", what="node-c listed as down")
         completion = client.completions.create(model=reference["model"], prompt=PROMPTS[1], max_tokens=4, temperature=0)
         assert completion.choices[0].text, completion
-        assert gateway.stop() == 0 and a.stop() == 0 and b.stop() == 0
+
+        # A WebSocket request whose node is SIGKILLed mid-stream ends with an `error` frame (an OpenAI error
+        # object) on a socket that stays usable.
+        survivor = asyncio.run(websocket_node_failure(gateway, {a.address: a, b.address: b}))
+        assert gateway.stop() == 0 and survivor.stop() == 0
     print("cluster clients: all checks passed")
 
 
