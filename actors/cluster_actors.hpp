@@ -34,6 +34,7 @@ using redial_atom = caf::atom_constant<caf::atom("ifredial")>;  // router / fron
 using report_atom = caf::atom_constant<caf::atom("ifreport")>;  // front -> itself: time for a load report
 using drain_atom = caf::atom_constant<caf::atom("ifdrain")>;    // engine_node -> front: leave the cluster
 using tick_atom = caf::atom_constant<caf::atom("iftick")>;      // router -> itself: staleness, snapshot
+using bye_atom = caf::atom_constant<caf::atom("ifbye")>;        // router -> front: I dropped our link
 using joincheck_atom = caf::atom_constant<caf::atom("ifjoinchk")>;  // front -> itself: did a handshake follow?
 using name_atom = caf::atom_constant<caf::atom("ifname")>;      // engine_node -> front: your name (once published)
 
@@ -80,6 +81,9 @@ struct front_config {
   std::vector<std::pair<std::string, uint16_t>> join;  // gateways to join
   bool tls = false;
   std::chrono::milliseconds connect_timeout{3000}, rejoin_min{100}, rejoin_max{2000};
+  // After a refused or failed join: the gateway will likely say the same again soon (a version mismatch, a
+  // name in use), so the next try waits this long.
+  std::chrono::milliseconds rejoin_after_refusal{10000};
   // An accepted join that no completed handshake follows within this is made again (the gateway gave up
   // on it: a timeout, a refusal it sent only in the handshake).
   std::chrono::milliseconds join_handshake_timeout{15000};

@@ -11,9 +11,13 @@
 //
 // Each side picks a fresh random nonce per handshake, so a recorded proof is worthless later (no replay),
 // and the role label keeps one side's proof from being echoed back as the other's. Each proof names the
-// CAF node id of the process it is meant for (the verifier checks it against its own id), so a peer in the
-// middle cannot relay a handshake: a proof it obtained from a gateway by posing as a node is bound to its
-// own id, not to the node's it would forward it to. Proofs are compared in
+// CAF node id of the process it is meant for (the verifier checks it against its own id), so a peer cannot
+// pass on a proof it obtained by posing as a node to a gateway (or the reverse): it is bound to that peer.
+// What this does not stop: CAF's transport (BASP) has no authentication of its own, node ids are what a
+// peer says they are, and CAF routes messages through intermediate nodes. An active attacker on the path
+// can therefore sit between an authenticated gateway and a node, or claim an authenticated gateway's node
+// id. The secret keeps out peers that do not know it (a foreign or misconfigured gateway, a scanner); on a
+// network with active attackers, TLS with certificates on both sides is what protects the links. Proofs are compared in
 // constant time. The secret protects who may use a node; it does not encrypt the traffic (prompts and
 // outputs cross in the clear): for that, give the nodes and the gateway TLS certificates.
 #pragma once

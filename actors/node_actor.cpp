@@ -138,14 +138,31 @@ void redial_later(front_actor* self, size_t index) {
   self->delayed_send(self, gateway.backoff, redial_atom::value, uint64_t(index), gateway.dial);
 }
 
-// The join did not lead to a served gateway (refused, unanswered, or no handshake followed): drop the link
-// and join again after the backoff, as after a lost link.
+// The join did not lead to a served gateway (refused, unanswered, no handshake followed, or the gateway
+// dropped us after the handshake): forget that link and join again after rejoin_after_refusal (the gateway
+// would most likely say the same at once).
 void rejoin_later(front_actor* self, size_t index) {
-  joined_gateway& gateway = self->state.joined[index];
-  if (gateway.router) self->demonitor(gateway.router);
+  front_state& st = self->state;
+  joined_gateway& gateway = st.joined[index];
+  // demonitor drops every monitor on the router, the subscribers' one too: keep it while it serves us.
+  if (gateway.router && !st.subscribers.count(gateway.router.address())) self->demonitor(gateway.router);
   gateway.router = caf::actor{};
-  gateway.dial = ++self->state.next_dial;  // answers about the dropped link are ignored from now on
-  redial_later(self, index);
+  gateway.dial = ++st.next_dial;  // answers about the dropped link are ignored from now on
+  gateway.backoff = st.config.rejoin_after_refusal;
+  self->delayed_send(self, gateway.backoff, redial_atom::value, uint64_t(index), gateway.dial);
+}
+
+// A router (of a gateway process) no longer uses us: no reports to it, and the gate closes once no router
+// of that process is left.
+void drop_subscriber(front_actor* self, const caf::actor_addr& router) {
+  front_state& st = self->state;
+  const auto found = st.subscribers.find(router);
+  if (found == st.subscribers.end()) return;
+  const caf::node_id gateway = found->second.node();
+  st.subscribers.erase(found);
+  const bool others = std::any_of(st.subscribers.begin(), st.subscribers.end(),
+                                  [&](const auto& entry) { return entry.second.node() == gateway; });
+  if (!others) st.gate->revoke(gateway);
 }
 
 caf::behavior node_front(front_actor* self, engine_actors engine, std::shared_ptr<node_gate> gate, front_config config) {
@@ -160,14 +177,9 @@ caf::behavior node_front(front_actor* self, engine_actors engine, std::shared_pt
     if (down.source == st.engine.scheduler.address()) return engine_failed(self, "the scheduler stopped: " + reason);
     if (down.source == st.engine.kv_manager.address()) return engine_failed(self, "the KV manager stopped: " + reason);
     if (down.source == st.engine.executor.address()) return engine_failed(self, "the executor stopped: " + reason);
-    if (const auto found = st.subscribers.find(down.source); found != st.subscribers.end()) {
-      const caf::node_id gateway = found->second.node();
-      st.subscribers.erase(found);
-      // The scheduler cancels the gateway's sequences itself (it monitors each requester); the gate closes
-      // once no router of that process is left.
-      const bool others = std::any_of(st.subscribers.begin(), st.subscribers.end(),
-                                      [&](const auto& entry) { return entry.second.node() == gateway; });
-      if (!others) st.gate->revoke(gateway);
+    if (st.subscribers.count(down.source)) {
+      // The scheduler cancels the gateway's sequences itself (it monitors each requester).
+      drop_subscriber(self, down.source);
       log(self, "a gateway went away (" + self->system().render(down.reason) + ")");
     }
     st.pending.erase(down.source);
@@ -321,6 +333,15 @@ caf::behavior node_front(front_actor* self, engine_actors engine, std::shared_pt
                   });
           return;
         }
+      },
+      [self](bye_atom) {
+        front_state& st = self->state;
+        const caf::strong_actor_ptr& sender = self->current_sender();
+        if (!sender || !st.subscribers.count(sender->address())) return;
+        drop_subscriber(self, sender->address());
+        log(self, "a gateway dropped this node");
+        for (size_t i = 0; i < st.joined.size(); ++i)
+          if (st.joined[i].router && st.joined[i].router.address() == sender->address()) rejoin_later(self, i);
       },
       [self](joincheck_atom, uint64_t index, uint64_t tag) {
         front_state& st = self->state;

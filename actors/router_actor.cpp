@@ -105,7 +105,12 @@ void link_lost(router_actor* self, int32_t node, node_state state, const std::st
   node_link& link = st.links[size_t(node)];
   const bool was_up = st.policy->nodes()[size_t(node)].state == node_state::up ||
                       st.policy->nodes()[size_t(node)].state == node_state::draining;
-  if (link.front) self->demonitor(link.front);
+  if (link.front) {
+    // The node may have welcomed us already (we refuse its card, or its welcome came too late): tell it, so
+    // that it stops reporting to us and, if it joined, joins again later.
+    self->send(link.front, bye_atom::value);
+    self->demonitor(link.front);
+  }
   link.front = caf::actor{};
   link.handshaking = false;
   if (why != link.error || was_up) log(self, "node " + name_of(self, node) + " is " + to_string(state) + ": " + why);
@@ -242,7 +247,7 @@ caf::behavior router(router_actor* self, router_config config) {
     router_state& st = self->state;
     for (size_t i = 0; i < st.links.size(); ++i) {
       if (st.links[i].front && st.links[i].front.address() == down.source) {
-        ++st.links[i].attempt;  // whatever the handshake was waiting for will not come
+        st.links[i].attempt = ++st.next_attempt;  // whatever the handshake was waiting for will not come
         return link_lost(self, int32_t(i), node_state::down, "link lost (" + self->system().render(down.reason) + ")");
       }
     }
@@ -321,17 +326,31 @@ caf::behavior router(router_actor* self, router_config config) {
           const node_state state = st.policy->nodes()[size_t(*existing)].state;
           if (known.front && (known.handshaking || state == node_state::up || state == node_state::draining))
             return "a node of this name is already connected: " + name;
-        } else if (std::count_if(st.links.begin(), st.links.end(), [](const node_link& l) { return l.joined; }) >=
-                   max_joined_nodes) {
-          return "this gateway has " + std::to_string(max_joined_nodes) + " joined nodes already";
         }
-        const int32_t node = existing ? *existing : st.policy->add_node(name);
+        int32_t node = existing ? *existing : -1;
+        if (node < 0 && std::count_if(st.links.begin(), st.links.end(), [](const node_link& l) { return l.joined; }) >=
+                            max_joined_nodes) {
+          // Full: take the slot of a joined node that is gone and holds none of our requests (nodes on port 0
+          // get a new name at every restart, and names are not authenticated before the handshake).
+          for (size_t i = 0; i < st.links.size() && node < 0; ++i) {
+            const routed_node& n = st.policy->nodes()[i];
+            if (st.links[i].joined && !st.links[i].front && n.in_flight == 0 &&
+                (n.state == node_state::down || n.state == node_state::refused))
+              node = int32_t(i);
+          }
+          if (node < 0) return "this gateway has " + std::to_string(max_joined_nodes) + " joined nodes already";
+          st.policy->reassign(node, name);
+          st.links[size_t(node)] = node_link{};
+          st.links[size_t(node)].joined = true;
+        }
+        if (node < 0) node = st.policy->add_node(name);
         if (size_t(node) == st.links.size()) {
           node_link link;
           link.joined = true;
           st.links.push_back(link);
         }
         node_link& link = st.links[size_t(node)];
+        st.policy->set_state(node, node_state::connecting);
         link.attempt = ++st.next_attempt;
         log(self, "node " + name + " is joining");
         handshake(self, node, front);

@@ -48,6 +48,12 @@ void routing_policy::set_state(int32_t node, node_state state, clock::time_point
   n.state = state;
 }
 
+void routing_policy::reassign(int32_t node, std::string name) {
+  routed_node& n = nodes_.at(size_t(node));
+  n = routed_node{};
+  n.name = std::move(name);
+}
+
 void routing_policy::report(int32_t node, const node_load& load, clock::time_point now) {
   routed_node& n = nodes_.at(size_t(node));
   n.load = load;

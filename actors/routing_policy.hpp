@@ -74,6 +74,9 @@ class routing_policy {
 
   // Becoming up counts as hearing from the node (its first report follows).
   void set_state(int32_t node, node_state state, clock::time_point now = clock::now());
+  // Gives a node's slot to another node (a gateway reuses the slots of joined nodes that are gone): new
+  // name, weight 1, connecting, no load and no counts.
+  void reassign(int32_t node, std::string name);
   // A load report; draining in it moves an up node to draining.
   void report(int32_t node, const node_load& load, clock::time_point now = clock::now());
 

@@ -27,8 +27,8 @@ def kill_a_streaming_node(cluster, gateway, a, b):
     records, threads = start_streams(gateway.port, LONG, 6)
     # A runs one, B three: four requests stream; A's other two wait in its queue.
     wait_until(lambda: sum(r["tokens"] >= 3 for r in records) >= 4, 120, "four requests streaming")
-    nodes = gateway.nodes()
-    assert nodes[a.address]["routed_total"] == 3 and nodes[b.address]["routed_total"] == 3, nodes
+    gateway.wait_nodes(lambda n: n[a.address]["routed_total"] == 3 and n[b.address]["routed_total"] == 3,
+                       what="three requests routed to each node")
     tokens_at_kill = [r["tokens"] for r in records]
     killed_at = time.monotonic()
     a.kill()

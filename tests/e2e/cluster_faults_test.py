@@ -12,6 +12,8 @@ Usage: cluster_faults_test.py PATH_TO_INFLIGHT
    block in use, as a new gateway sees at once), and serve the new gateway.
 4. TLS between gateway and node (certificates made here with the openssl CLI); a plaintext gateway gets
    nothing from a TLS node and neither crashes.
+5. One model per cluster: a node joining with another GGUF (a copy with a renamed model) is refused after
+   its welcome, names both fingerprints, and is told so (it stops reporting and tries again later).
 """
 import os
 import signal
@@ -20,7 +22,7 @@ import sys
 import tempfile
 import time
 
-from cluster import Cluster, all_up, completed, failed, start_streams, stream_completion, wait_until
+from cluster import Cluster, all_up, free_port, completed, failed, start_streams, stream_completion, wait_until
 
 LONG = {"prompt": "Once upon a time", "max_tokens": 400, "ignore_eos": True, "temperature": 0}
 
@@ -53,7 +55,7 @@ def refusals(cluster, workdir):
     status, _, body = gateway.post("/v1/completions", {"prompt": "The capital of France is", "max_tokens": 4,
                                                        "temperature": 0})
     assert status == 200 and "Paris" in body["choices"][0]["text"], (status, body)
-    assert gateway.nodes()[good.address]["routed_total"] >= 1
+    gateway.wait_nodes(lambda n: n[good.address]["routed_total"] >= 1, what="the request counted on the good node")
 
     # A gateway without a secret, to a node that has one.
     plain = cluster.gateway("--node", good.address, label="no-secret-gateway")
@@ -156,6 +158,36 @@ def tls(cluster, workdir):
         assert process.stop() == 0, process.label
 
 
+def different_model(cluster, workdir):
+    """A copy of the model whose general.name differs by one letter: a valid GGUF with another fingerprint."""
+    import struct
+    source = os.environ.get("INFLIGHT_MODEL") or os.path.join(os.path.dirname(__file__), "..", "..", "models",
+                                                              "SmolLM2-135M-Instruct.Q4_1.gguf")
+    data = bytearray(open(source, "rb").read())
+    key = data.find(b"general.name")
+    length = struct.unpack("<Q", data[key + 16:key + 24])[0]
+    assert key > 0 and struct.unpack("<I", data[key + 12:key + 16])[0] == 8 and length > 0  # a string value
+    data[key + 24] = ord("X") if data[key + 24] != ord("X") else ord("Y")
+    other = os.path.join(workdir, "SmolLM2-135M-Instruct.Q4_1.gguf")  # the same file name: the same model name
+    with open(other, "wb") as out:
+        out.write(data)
+
+    first = cluster.node(label="model-a")
+    gateway = cluster.gateway("--node", first.address, "--cluster-port", str(free_port()), label="one-model-gateway")
+    gateway.wait_nodes(all_up(1), what="the first node up")
+    stranger = cluster.node("--model", other, "--name", "stranger", "--join", f"127.0.0.1:{gateway.cluster_port}",
+                            label="other-model")
+    nodes = gateway.wait_nodes(lambda n: n.get("stranger", {}).get("state") == "refused", what="the stranger refused")
+    assert "different model" in nodes["stranger"]["error"] and "fingerprint" in nodes["stranger"]["error"], nodes
+    stranger.wait_for(r"a gateway dropped this node", timeout=10)
+    status, _, body = gateway.post("/v1/completions", {"prompt": "The capital of France is", "max_tokens": 4,
+                                                       "temperature": 0})
+    assert status == 200 and "Paris" in body["choices"][0]["text"], (status, body)
+    assert gateway.nodes()[first.address]["state"] == "up"
+    for process in (gateway, first, stranger):
+        assert process.stop() == 0, process.label
+
+
 def main():
     inflight = sys.argv[1]
     with tempfile.TemporaryDirectory() as workdir, Cluster(inflight) as cluster:
@@ -163,6 +195,7 @@ def main():
         gateway, stalled, healthy = stalled_node(cluster)
         gateway_restart(cluster, gateway, stalled, healthy)
         tls(cluster, workdir)
+        different_model(cluster, workdir)
     print("cluster faults: all checks passed")
 
 
