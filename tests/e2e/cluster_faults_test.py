@@ -8,8 +8,8 @@ Usage: cluster_faults_test.py PATH_TO_INFLIGHT
 2. A node that stalls without closing its socket (SIGSTOP): the heartbeat's link timeout marks it down, its
    streaming request ends with an SSE error event, the other node's request completes; after SIGCONT it is
    back up, holds no orphaned sequence, and takes requests again.
-3. The gateway is SIGKILLed mid-stream: the nodes keep running and cancel the orphaned sequences (no KV
-   block in use, as a new gateway sees at once), and serve the new gateway.
+3. Two gateways share the nodes; one is SIGKILLed mid-stream: the nodes keep running, cancel only its
+   orphaned sequences, finish the other gateway's, and end with no KV block in use.
 4. TLS between gateway and node (certificates made here with the openssl CLI); a plaintext gateway gets
    nothing from a TLS node and neither crashes.
 5. One model per cluster: a node joining with another GGUF (a copy with a renamed model) is refused after
@@ -105,22 +105,31 @@ def stalled_node(cluster):
     return gateway, stalled, healthy
 
 
-def gateway_restart(cluster, gateway, a, b):
-    records, _ = start_streams(gateway.port, LONG, 2)
-    wait_until(lambda: all(r["tokens"] >= 3 for r in records), 60, "both requests streaming")
+def two_gateways_then_one_dies(cluster, gateway, a, b):
+    """Two gateways share the nodes; when one is SIGKILLed, only its sequences are cancelled."""
+    mine, _ = start_streams(gateway.port, LONG, 2)
+    wait_until(lambda: all(r["tokens"] >= 3 for r in mine), 60, "the first gateway's requests streaming")
+    second = cluster.gateway("--node", a.address, "--node", b.address, label="gateway-2")
+    second.wait_nodes(all_up(2), what="both nodes up under the second gateway")
+    theirs, threads = start_streams(second.port, {**LONG, "max_tokens": 200}, 2)
+    wait_until(lambda: all(r["tokens"] >= 3 for r in theirs), 60, "the second gateway's requests streaming")
+    second.wait_nodes(lambda n: all(x["running"] == 2 for x in n.values()), what="two sequences on each node")
     gateway.kill()
     killed_at = time.monotonic()
-    successor = cluster.gateway("--node", a.address, "--node", b.address, label="gateway-2")
-    successor.wait_nodes(lambda n: all(x["state"] == "up" and x["running"] == 0 and x["kv_blocks_used"] == 0
-                                       for x in n.values()) and len(n) == 2, timeout=10,
-                         what="both nodes up again with the orphaned sequences cancelled")
-    print(f"gateway restart: SIGKILL to both nodes idle under the new gateway: {(time.monotonic() - killed_at) * 1000:.0f} ms"
-          " (includes starting the new gateway)")
-    status, _, body = successor.post("/v1/completions", {"prompt": "The capital of France is", "max_tokens": 4,
-                                                         "temperature": 0})
+    second.wait_nodes(lambda n: all(x["running"] == 1 for x in n.values()), timeout=10,
+                      what="the dead gateway's sequences cancelled, the other's running")
+    print(f"gateway death: SIGKILL to its orphaned sequences cancelled on both nodes (as the other gateway sees "
+          f"them): {(time.monotonic() - killed_at) * 1000:.0f} ms")
+    for thread in threads:
+        thread.join(timeout=120)
+    assert all(completed(r) for r in theirs), [r["events"][-1:] for r in theirs]
+    second.wait_nodes(lambda n: all(x["running"] == 0 and x["kv_blocks_used"] == 0 for x in n.values()),
+                      what="both nodes idle, no KV block in use")
+    status, _, body = second.post("/v1/completions", {"prompt": "The capital of France is", "max_tokens": 4,
+                                                      "temperature": 0})
     assert status == 200 and "Paris" in body["choices"][0]["text"], (status, body)
     assert a.alive() and b.alive()
-    assert successor.stop() == 0 and a.stop() == 0 and b.stop() == 0
+    assert second.stop() == 0 and a.stop() == 0 and b.stop() == 0
 
 
 def tls(cluster, workdir):
@@ -193,7 +202,7 @@ def main():
     with tempfile.TemporaryDirectory() as workdir, Cluster(inflight) as cluster:
         refusals(cluster, workdir)
         gateway, stalled, healthy = stalled_node(cluster)
-        gateway_restart(cluster, gateway, stalled, healthy)
+        two_gateways_then_one_dies(cluster, gateway, stalled, healthy)
         tls(cluster, workdir)
         different_model(cluster, workdir)
     print("cluster faults: all checks passed")
