@@ -71,7 +71,10 @@ std::string probe_tcp(const std::string& host, uint16_t port, std::chrono::milli
 
 void spawn_dialer(caf::actor_system& system, const std::string& host, uint16_t port, bool tls,
                   std::chrono::milliseconds timeout, caf::actor owner, uint64_t tag) {
-  system.spawn([host, port, tls, timeout, owner, tag](caf::blocking_actor* self) {
+  // The values travel as spawn arguments, not as captures: CAF 0.17 binds a reference to a null tuple when a
+  // function actor takes none (undefined behaviour that UBSan reports).
+  system.spawn([](caf::blocking_actor* self, std::string host, uint16_t port, bool tls, std::chrono::milliseconds timeout,
+                  caf::actor owner, uint64_t tag) {
     caf::actor_system& sys = self->system();
     std::string error = probe_tcp(host, port, timeout);
     caf::actor found;
@@ -93,7 +96,7 @@ void spawn_dialer(caf::actor_system& system, const std::string& host, uint16_t p
               });
     }
     self->send(owner, dialed_atom::value, tag, found, error);
-  });
+  }, host, port, tls, timeout, std::move(owner), tag);
 }
 
 }  // namespace inflight::cluster

@@ -222,11 +222,13 @@ TEST_CASE("cancellation while waiting and during prefill and decode frees every 
   auto eng = make_engine(options);
   std::mt19937 rng(3);
 
-  // Decode: cancels itself from its own sink after 3 tokens.
+  // Decode: cancels itself from its own sink, after 3 tokens and once the waiting request is gone (should
+  // its seat free earlier, the waiting request would be admitted: a race that a slow build, ASan, loses).
   auto decoding = std::make_shared<collecting_sink>();
   std::atomic<request_id> decoding_id{0};
+  std::atomic<bool> waiting_gone{false}, decoding_cancelled{false};
   decoding->on_token = [&](int32_t count) {
-    if (count == 3) eng->cancel(decoding_id.load());
+    if (count >= 3 && waiting_gone.load() && !decoding_cancelled.exchange(true)) eng->cancel(decoding_id.load());
   };
   decoding_id = eng->submit(greedy(random_prompt(rng, 20), 4000), decoding);
   // Prefill: a long prompt, cancelled once its prefill has started (it holds blocks, no token yet).
@@ -241,8 +243,10 @@ TEST_CASE("cancellation while waiting and during prefill and decode frees every 
     std::this_thread::sleep_for(std::chrono::milliseconds(1));
   REQUIRE(eng->stats().prompt_tokens_computed >= 200);
   CHECK_FALSE(prefilling->finals.load());
-  eng->cancel(prefilling_id);
   eng->cancel(waiting_id);
+  for (int i = 0; i < 60000 && !waiting->finals.load(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  waiting_gone = true;
+  eng->cancel(prefilling_id);
   eng->wait_idle();
 
   CHECK(decoding->result.reason == end_reason::cancelled);
