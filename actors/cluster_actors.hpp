@@ -42,6 +42,13 @@ using name_atom = caf::atom_constant<caf::atom("ifname")>;      // engine_node -
 // (docs/caf-0.17.md §3: an unregistered type is dropped without a word).
 void add_cluster_message_types(caf::actor_system_config& config);
 
+// The message being handled comes from an actor of this process (timers, the dialer, engine_node), not from
+// a peer on the middleman: what only this process may ask (rename, drain, route, its own timers) checks it.
+template <class Actor>
+bool local_sender(Actor* self) {
+  return self->current_sender() && self->current_sender()->node() == self->node();
+}
+
 // The protocol version this process speaks: protocol_version, unless INFLIGHT_PROTOCOL_VERSION_OVERRIDE
 // (for the tests of version refusal only: a real mismatch needs two builds) says otherwise.
 uint32_t spoken_protocol_version();

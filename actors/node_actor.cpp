@@ -62,11 +62,6 @@ void log(front_actor* self, const std::string& line) {
   if (self->state.config.log) self->state.config.log(line);
 }
 
-// Only actors of this process (engine_node) may rename or drain the node.
-bool local_sender(front_actor* self) {
-  return self->current_sender() && self->current_sender()->node() == self->node();
-}
-
 bool from_admitted(front_actor* self) {
   const caf::strong_actor_ptr& sender = self->current_sender();
   return sender && (sender->node() == self->node() || self->state.gate->admits(sender->node()));

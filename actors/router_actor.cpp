@@ -59,10 +59,6 @@ void log(router_actor* self, const std::string& line) {
   if (self->state.config.log) self->state.config.log(line);
 }
 
-bool local_sender(router_actor* self) {
-  return self->current_sender() && self->current_sender()->node() == self->node();
-}
-
 const std::string& name_of(router_actor* self, int32_t node) { return self->state.policy->nodes()[size_t(node)].name; }
 
 void publish_snapshot(router_actor* self) {
