@@ -67,8 +67,8 @@ void option_table::declare(option_spec spec) {
   specs_.push_back(std::move(spec));
 }
 
-void option_table::integer(const char* name, const char* help, int64_t min, int64_t max, std::function<int64_t()> get,
-             std::function<void(int64_t)> set) {
+void option_table::integer(const char* name, const char* help, int64_t min, int64_t max,
+                           std::function<int64_t()> get, std::function<void(int64_t)> set) {
   declare<int64_t>({name, option_kind::integer, "N", help, {},
                     [min, max](const caf::config_value& value) {
                       const int64_t n = caf::get<int64_t>(value);
@@ -79,6 +79,7 @@ void option_table::integer(const char* name, const char* help, int64_t min, int6
                     [set](const caf::config_value& value) { set(caf::get<int64_t>(value)); },
                     [get] { return caf::config_value{get()}; }});
 }
+
 // A number in (min, max].
 void option_table::real(const char* name, const char* help, double min, double max, double& field) {
   declare<double>({name, option_kind::real, "X", help, {},
@@ -102,7 +103,7 @@ void option_table::text(const char* name, const char* metavar, const char* help,
 }
 
 void option_table::choice(const char* name, const char* metavar, const char* help, std::vector<std::string> words,
-            std::function<std::string()> get, std::function<void(const std::string&)> set) {
+                          std::function<std::string()> get, std::function<void(const std::string&)> set) {
   declare<std::string>({name, option_kind::choice, metavar, help, {},
                         [words](const caf::config_value& value) {
                           const std::string& word = caf::get<std::string>(value);
