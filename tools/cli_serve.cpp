@@ -65,7 +65,7 @@ int serve(const serve_settings& settings) {
   const auto model = engine->model();
   std::fprintf(stderr, "inflight serve: %s on http://%s:%u\n",
                model ? ("model '" + (settings.server.model_name.empty() ? model->name : settings.server.model_name) + "'").c_str()
-                     : "waiting for a node",
+                     : "a gateway (the model comes with the first node up)",
                settings.server.host.c_str(), unsigned(server.port()));
 
   int signal_number = 0;
