@@ -240,3 +240,15 @@ def wait_until(predicate, timeout, what):
         if time.monotonic() > deadline:
             raise AssertionError(f"{what}: not reached within {timeout} s")
         time.sleep(0.01)
+
+
+def traffic_returns(gateway, address, body, count):
+    """`count` streamed requests at once through the gateway all complete, and `address` (a node back from
+    a failure) takes at least one of them."""
+    before = gateway.nodes()[address]["routed_total"]
+    records, threads = start_streams(gateway.port, body, count)
+    for thread in threads:
+        thread.join(timeout=300)
+    assert all(completed(r) for r in records), [r.get("events", [])[-1:] for r in records]
+    nodes = gateway.wait_nodes(lambda n: n[address]["in_flight"] == 0, what="the requests released")
+    assert nodes[address]["routed_total"] > before, f"no traffic returned to {address}: {nodes}"

@@ -18,7 +18,7 @@ import sys
 import threading
 import time
 
-from cluster import Cluster, all_up, completed, failed, start_streams, stream_completion, wait_until
+from cluster import Cluster, all_up, completed, failed, start_streams, stream_completion, traffic_returns, wait_until
 
 LONG = {"prompt": "Once upon a time", "max_tokens": 160, "ignore_eos": True, "temperature": 0}
 
@@ -64,14 +64,8 @@ def kill_a_streaming_node(cluster, gateway, a, b):
 
 def restart_and_reuse(cluster, gateway, a_port, b):
     a = cluster.node("--max-num-seqs", "1", port=a_port, label="node-a2")
-    nodes = gateway.wait_nodes(lambda n: n[a.address]["state"] == "up", timeout=30, what="A back up")
-    before = nodes[a.address]["routed_total"]
-    records, threads = start_streams(gateway.port, LONG, 4)
-    for thread in threads:
-        thread.join(timeout=300)
-    assert all(completed(r) for r in records), [r["events"][-1:] for r in records]
-    nodes = gateway.nodes()
-    assert nodes[a.address]["routed_total"] - before >= 1, f"no traffic returned to the restarted node: {nodes}"
+    gateway.wait_nodes(lambda n: n[a.address]["state"] == "up", timeout=30, what="A back up")
+    traffic_returns(gateway, a.address, LONG, 4)
     return a
 
 

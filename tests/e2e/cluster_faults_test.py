@@ -22,7 +22,7 @@ import sys
 import tempfile
 import time
 
-from cluster import Cluster, all_up, free_port, completed, failed, start_streams, stream_completion, wait_until
+from cluster import Cluster, all_up, free_port, traffic_returns, completed, failed, start_streams, stream_completion, wait_until
 
 LONG = {"prompt": "Once upon a time", "max_tokens": 400, "ignore_eos": True, "temperature": 0}
 
@@ -93,15 +93,10 @@ def stalled_node(cluster):
     assert nodes[stalled.address]["error"], nodes
 
     stalled.signal(signal.SIGCONT)
-    nodes = gateway.wait_nodes(lambda n: n[stalled.address]["state"] == "up" and n[stalled.address]["running"] == 0
-                               and n[stalled.address]["kv_blocks_used"] == 0, timeout=30,
-                               what="the resumed node up with no orphaned sequence")
-    before = nodes[stalled.address]["routed_total"]
-    records, threads = start_streams(gateway.port, LONG, 2)
-    for thread in threads:
-        thread.join(timeout=120)
-    assert all(completed(r) for r in records), [r["events"][-1:] for r in records]
-    assert gateway.nodes()[stalled.address]["routed_total"] > before, "no traffic returned to the resumed node"
+    gateway.wait_nodes(lambda n: n[stalled.address]["state"] == "up" and n[stalled.address]["running"] == 0
+                       and n[stalled.address]["kv_blocks_used"] == 0, timeout=30,
+                       what="the resumed node up with no orphaned sequence")
+    traffic_returns(gateway, stalled.address, LONG, 2)
     return gateway, stalled, healthy
 
 

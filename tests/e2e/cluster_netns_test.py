@@ -17,7 +17,7 @@ import subprocess
 import sys
 import time
 
-from cluster import Cluster, Node, all_up, completed, failed, start_streams, wait_until
+from cluster import Cluster, Node, all_up, completed, failed, start_streams, traffic_returns, wait_until
 
 SECRET = "netns-test-secret"
 LONG = {"prompt": "Once upon a time", "max_tokens": 300, "ignore_eos": True, "temperature": 0}
@@ -115,15 +115,10 @@ def run(inflight, hosts):
               f"{one_fails_one_completes(records, threads, pulled_at, 'cable') * 1000:.0f} ms (link timeout 1500 ms)")
         gateway.wait_nodes(lambda n: n[b.address]["state"] == "down", what="host B down")
         ip("link", "set", hosts.host_links[1], "up")
-        nodes = gateway.wait_nodes(lambda n: all_up(2)(n) and n[b.address]["running"] == 0
-                                   and n[b.address]["kv_blocks_used"] == 0, timeout=30,
-                                   what="host B back with no orphaned sequence")
-        before = nodes[b.address]["routed_total"]
-        records, threads = start_streams(gateway.port, LONG, 2)
-        for thread in threads:
-            thread.join(timeout=120)
-        assert all(completed(r) for r in records), [r["events"][-1:] for r in records]
-        assert gateway.nodes()[b.address]["routed_total"] > before, "no traffic returned to host B"
+        gateway.wait_nodes(lambda n: all_up(2)(n) and n[b.address]["running"] == 0
+                           and n[b.address]["kv_blocks_used"] == 0, timeout=30,
+                           what="host B back with no orphaned sequence")
+        traffic_returns(gateway, b.address, LONG, 2)
         assert gateway.stop() == 0 and a.stop() == 0 and b.stop() == 0
 
 
