@@ -130,7 +130,7 @@ awaitable<bool> completion_exchange(server_state& server, beast::tcp_stream& str
   std::vector<bool> started(num_choices, false);
   std::vector<clock::time_point> last_text_at(num_choices);
   size_t finished = 0;
-  bool streaming_started = false, client_gone = false, failed_mid_stream = false;
+  bool streaming_started = false, client_gone = false, failed_mid_stream = false, any_failed = false;
   const std::string id =
       std::string(kind == endpoint::completions ? "cmpl-" : "chatcmpl-") + std::to_string(++server.next_response_id);
   const response_meta meta{id, int64_t(std::time(nullptr)), model_name};
@@ -161,6 +161,9 @@ awaitable<bool> completion_exchange(server_state& server, beast::tcp_stream& str
       if (event.final) {
         finals[c] = event.result;
         ++finished;
+        // One choice failed (e.g. refused with 429): the response fails, so the other choices stop now.
+        if (failed && !any_failed) server.cancel_all(ids);
+        any_failed = any_failed || failed;
         if (!failed) {
           metrics.record_finish(event.result.reason);
           metrics.observe_end_to_end(std::chrono::duration<double>(event.at - started_at).count());
@@ -176,9 +179,10 @@ awaitable<bool> completion_exchange(server_state& server, beast::tcp_stream& str
         last_text_at[c] = event.at;
       }
       if (!req.stream || client_gone || failed_mid_stream) continue;
-      // A refusal before anything was streamed still gets a proper HTTP error.
+      // A refusal before anything was streamed still gets a proper HTTP error (after the loop), and then
+      // nothing is streamed: the other choices' events, until their cancelled finals come, are dropped.
       if (!streaming_started) {
-        if (failed) continue;
+        if (any_failed) continue;
         streaming_started = true;
         http::response<http::empty_body> head{http::status::ok, 11};
         head.set(http::field::server, "inflight");

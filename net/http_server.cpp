@@ -3,6 +3,8 @@
 // plain responses and OpenAI error objects every session sends.
 #include "server_state.hpp"
 
+#include <cerrno>
+#include <cstdio>
 #include <stdexcept>
 
 #include "openai_response.hpp"
@@ -86,14 +88,55 @@ awaitable<void> send_error(server_state& server, beast::tcp_stream& stream, cons
 
 namespace {
 
+// A connection beyond max_connections: 503 at once (the response fits the socket buffer, so the write does
+// not wait), then whatever the client sends is read and dropped for a second before the close, so that
+// the close does not reset the connection before the client has read the answer. Refusals in flight are
+// capped too: beyond the cap, the connection is closed without an answer.
+awaitable<void> refuse_connection(server_state& server, tcp::socket socket) {
+  ++server.refusals_in_flight;
+  beast::tcp_stream stream(std::move(socket));
+  const std::string body = error_json(make_error(503, "the server has " + std::to_string(server.options.max_connections) +
+                                                          " connections open, its limit; retry shortly",
+                                                 "server_error"));
+  const std::string response = "HTTP/1.1 503 Service Unavailable\r\nServer: inflight\r\nRetry-After: 1\r\n"
+                               "Content-Type: application/json\r\nConnection: close\r\nContent-Length: " +
+                               std::to_string(body.size()) + "\r\n\r\n" + body;
+  beast::error_code ec;
+  stream.expires_after(std::chrono::seconds(1));
+  co_await asio::async_write(stream, asio::buffer(response), asio::redirect_error(use_awaitable, ec));
+  if (!ec) stream.socket().shutdown(tcp::socket::shutdown_send, ec);
+  char discard[4096];
+  while (!ec) co_await stream.async_read_some(asio::buffer(discard), asio::redirect_error(use_awaitable, ec));
+  --server.refusals_in_flight;
+}
+
 awaitable<void> accept_loop(server_state& server) {
+  bool said_out_of_files = false;
   for (;;) {
     beast::error_code ec;
     tcp::socket socket =
         co_await server.acceptor.async_accept(asio::make_strand(server.io), asio::redirect_error(use_awaitable, ec));
-    if (ec) co_return;  // closed by stop()
+    if (ec == asio::error::operation_aborted || !server.acceptor.is_open()) co_return;  // closed by stop()
+    if (ec) {
+      // Out of file descriptors (EMFILE, ENFILE) or memory, or the peer gave up before the accept: the
+      // listener must survive it. Back off briefly so a full table does not spin this loop.
+      if (!said_out_of_files && (ec == asio::error::no_descriptors || ec.value() == ENFILE)) {
+        std::fprintf(stderr, "inflight: cannot accept connections: %s (open-file limit reached)\n", ec.message().c_str());
+        said_out_of_files = true;
+      }
+      asio::steady_timer pause(co_await asio::this_coro::executor, std::chrono::milliseconds(50));
+      co_await pause.async_wait(asio::redirect_error(use_awaitable, ec));
+      continue;
+    }
+    const asio::any_io_executor strand = socket.get_executor();
+    if (server.connections >= server.options.max_connections) {
+      server.metrics.count_refused_connection();
+      if (server.refusals_in_flight < 64) asio::co_spawn(strand, refuse_connection(server, std::move(socket)), asio::detached);
+      continue;  // else the socket closes here
+    }
     socket.set_option(tcp::no_delay(true), ec);  // small SSE chunks go out at once
-    asio::co_spawn(socket.get_executor(), http_session(server, beast::tcp_stream(std::move(socket))), asio::detached);
+    asio::co_spawn(strand, http_session(server, beast::tcp_stream(std::move(socket)), connection_slot(server)),
+                   asio::detached);
   }
 }
 

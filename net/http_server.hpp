@@ -24,6 +24,11 @@
 // gateway has no node up, 502 when the engine node running a request died, 500 when the engine fails. A
 // stream that fails after it started ends with an event {"error": {...}} and [DONE]. A client that goes
 // away mid-request cancels it: its KV blocks are freed.
+//
+// Connections: at most max_connections open (beyond, 503 with Retry-After, then close); a request's headers
+// must arrive within header_timeout of its first byte (slowloris), a kept-alive connection may idle for
+// read_timeout; a WebSocket runs at most max_ws_requests requests at once, and stops reading while 256
+// frames wait for a client that does not read them.
 #pragma once
 
 #include <chrono>
@@ -46,7 +51,15 @@ struct server_options {
   std::string model_name;  // what clients call the model; empty: the engine's name for it
   size_t body_limit = size_t(1) << 20;
   size_t header_limit = size_t(8) << 10;
-  std::chrono::seconds read_timeout{30};
+  std::chrono::seconds read_timeout{30};  // idle: a kept-alive connection that sends nothing for this long
+  // From a request's first byte to the end of its headers: a client that trickles its headers (slowloris)
+  // is cut off after this long, however steadily it sends.
+  std::chrono::seconds header_timeout{10};
+  // Open connections at most (HTTP and WebSocket). Beyond, a new connection gets 503 with Retry-After and
+  // is closed; inflight serve raises its open-file limit to fit.
+  int32_t max_connections = 1024;
+  // Requests running at once on one WebSocket; beyond, the next one gets an error frame (429).
+  int32_t max_ws_requests = 32;
   // Non-empty: every endpoint but /health, /ready and the page wants "Authorization: Bearer <key>" with one
   // of these (a WebSocket upgrade may pass ?api_key=<key> instead, as browsers cannot set the header).
   std::vector<std::string> api_keys;

@@ -24,13 +24,26 @@ std::string_view path_of(const http_request& request) {
   return target.substr(0, target.find('?'));
 }
 
+// Equal strings, in time that depends on the lengths only (a key's length is not the secret).
+bool constant_time_equal(std::string_view a, std::string_view b) {
+  if (a.size() != b.size()) return false;
+  volatile unsigned char difference = 0;
+  for (size_t i = 0; i < a.size(); ++i) difference = difference | (static_cast<unsigned char>(a[i]) ^ static_cast<unsigned char>(b[i]));
+  return difference == 0;
+}
+
 bool authorized(const server_state& server, const http_request& request) {
   const std::vector<std::string>& keys = server.options.api_keys;
   if (keys.empty()) return true;
   const std::string_view target(request.target().data(), request.target().size());
   const std::string_view path = path_of(request);
   if (path == "/health" || path == "/ready" || path == "/" || path == "/index.html") return true;
-  const auto matches = [&](std::string_view key) { return std::find(keys.begin(), keys.end(), key) != keys.end(); };
+  // Every key is compared in full, whatever matched: the time taken does not tell how close a guess was.
+  const auto matches = [&](std::string_view given) {
+    bool found = false;
+    for (const std::string& key : keys) found |= constant_time_equal(key, given);
+    return found;
+  };
   const std::string_view header(request[http::field::authorization].data(), request[http::field::authorization].size());
   if (header.starts_with("Bearer ") && matches(header.substr(7))) return true;
   if (websocket::is_upgrade(request)) {  // browsers cannot set headers on a WebSocket
@@ -156,6 +169,7 @@ awaitable<bool> route(server_state& server, beast::tcp_stream& stream, http_requ
         server.metrics.set_engine_stats(server.latest_stats);
       }
       server.metrics.set_nodes(server.engine.nodes());
+      server.metrics.set_open_connections(server.connections);
       co_await send_response(server, stream, http::status::ok, server.metrics.render(), keep_alive, "text/plain; version=0.0.4");
     }
   } else if (path == "/tokenize" || path == "/detokenize") {
@@ -177,7 +191,7 @@ awaitable<bool> route(server_state& server, beast::tcp_stream& stream, http_requ
 
 }  // namespace
 
-awaitable<void> http_session(server_state& server, beast::tcp_stream stream) {
+awaitable<void> http_session(server_state& server, beast::tcp_stream stream, connection_slot slot) {
   beast::flat_buffer buffer;
   const server_options& options = server.options;
   for (;;) {
@@ -185,8 +199,20 @@ awaitable<void> http_session(server_state& server, beast::tcp_stream stream) {
     parser.header_limit(uint32_t(options.header_limit));
     parser.body_limit(options.body_limit);
     beast::error_code ec;
-    stream.expires_after(options.read_timeout);
-    co_await http::async_read(stream, buffer, parser, asio::redirect_error(use_awaitable, ec));
+    // Three deadlines: idle until the request's first byte (read_timeout), then the headers within
+    // header_timeout (however slowly they trickle in), then the body within read_timeout.
+    if (buffer.size() == 0) {
+      stream.expires_after(options.read_timeout);
+      const size_t got = co_await stream.async_read_some(buffer.prepare(4096), asio::redirect_error(use_awaitable, ec));
+      buffer.commit(got);
+      if (ec) break;  // closed or idle too long
+    }
+    stream.expires_after(options.header_timeout);
+    co_await http::async_read_header(stream, buffer, parser, asio::redirect_error(use_awaitable, ec));
+    if (!ec && !parser.is_done()) {
+      stream.expires_after(options.read_timeout);
+      co_await http::async_read(stream, buffer, parser, asio::redirect_error(use_awaitable, ec));
+    }
     if (ec == http::error::body_limit) {
       co_await send_error(server, stream,
                           make_error(413, "the request body is larger than " + std::to_string(options.body_limit) + " bytes"),

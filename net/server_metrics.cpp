@@ -73,6 +73,9 @@ std::string server_metrics::render() const {
   header(out, "inflight_requests_rejected_total", "counter", "Completion requests refused with an HTTP error, by status.");
   for (const auto& [status, count] : rejected_)
     out += "inflight_requests_rejected_total{status=\"" + std::to_string(status) + "\"} " + std::to_string(count) + "\n";
+  metric(out, "inflight_connections_open", "gauge", "HTTP and WebSocket connections open.", open_connections_);
+  metric(out, "inflight_connections_refused_total", "counter", "Connections refused beyond --max-connections.",
+         double(refused_connections_));
   render_histogram(out, time_to_first_token_, "inflight_time_to_first_token_seconds", "From request to the first generated text.");
   render_histogram(out, inter_token_latency_, "inflight_inter_token_latency_seconds", "Between consecutive streamed text deltas.");
   render_histogram(out, end_to_end_, "inflight_e2e_request_latency_seconds", "From request to the last token.");

@@ -29,6 +29,8 @@ class server_metrics {
   void observe_time_to_first_token(double seconds) { time_to_first_token_.observe(seconds); }
   void observe_inter_token_latency(double seconds) { inter_token_latency_.observe(seconds); }
   void observe_end_to_end(double seconds) { end_to_end_.observe(seconds); }
+  void count_refused_connection() { ++refused_connections_; }  // beyond max_connections
+  void set_open_connections(int32_t open) { open_connections_ = open; }
   void set_engine_stats(const engine_stats& stats) { engine_ = stats; }
   // A gateway's engine nodes (empty for an engine in this process): rendered per node.
   void set_nodes(std::vector<node_status> nodes) { nodes_ = std::move(nodes); }
@@ -40,6 +42,8 @@ class server_metrics {
 
   std::array<uint64_t, 7> finished_{};  // by engine::finish_reason
   std::vector<std::pair<int, uint64_t>> rejected_;  // (status, count)
+  uint64_t refused_connections_ = 0;
+  int32_t open_connections_ = 0;
   bucket_histogram time_to_first_token_, inter_token_latency_, end_to_end_;
   engine_stats engine_;
   std::vector<node_status> nodes_;

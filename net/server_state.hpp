@@ -96,6 +96,8 @@ struct server_state {
   std::thread thread;
   std::atomic<bool> stopping{false};
   std::atomic<int> active_completions{0};  // from submit to the last byte of the response
+  int32_t connections = 0;            // open sessions (io thread only; connection_slot counts them)
+  int32_t refusals_in_flight = 0;     // connections beyond the limit being told 503 (io thread only)
   server_metrics metrics;                  // io thread only
   int64_t next_response_id = 0;            // io thread only
 
@@ -143,12 +145,27 @@ struct server_state {
   void cancel_all(const std::vector<request_id>& ids);
 };
 
+// One open connection counted against max_connections, from the accept (counted there, so that the next
+// accept already sees it) until its session ends. Moved into the session's coroutine.
+class connection_slot {
+ public:
+  explicit connection_slot(server_state& server) : server_(&server) { ++server_->connections; }
+  connection_slot(connection_slot&& other) noexcept : server_(std::exchange(other.server_, nullptr)) {}
+  connection_slot& operator=(connection_slot&&) = delete;
+  ~connection_slot() {
+    if (server_) --server_->connections;
+  }
+
+ private:
+  server_state* server_;
+};
+
 awaitable<void> send_response(server_state& server, beast::tcp_stream& stream, http::status status, std::string body,
                               bool keep_alive, std::string_view content_type = "application/json", int retry_after = 0);
 awaitable<void> send_error(server_state& server, beast::tcp_stream& stream, const api_error& error, bool keep_alive);
 
 // One connection, until it closes (http_session.cpp).
-awaitable<void> http_session(server_state& server, beast::tcp_stream stream);
+awaitable<void> http_session(server_state& server, beast::tcp_stream stream, connection_slot slot);
 // One completion request; returns false when the connection must close (completion_exchange.cpp).
 awaitable<bool> completion_exchange(server_state& server, beast::tcp_stream& stream, http_request& request,
                                     endpoint kind);

@@ -50,10 +50,15 @@ struct ws_event {
 
 // One WebSocket's inbox (events of all its requests), and its strand-only state.
 struct ws_state : event_inbox<ws_event> {
-  using event_inbox::event_inbox;
+  explicit ws_state(asio::any_io_executor strand) : event_inbox(strand), room(strand) {}
   std::deque<std::string> outgoing;  // frames for the writer
+  // The reader waits on `room` while `outgoing` is long (a client that sends without reading the answers
+  // must not grow it without bound); the writer cancels it as it empties the queue.
+  asio::steady_timer room;
+  static constexpr size_t max_outgoing = 256;
   std::unordered_map<std::string, ws_request> requests;  // by client id (JSON)
   bool reader_done = false;
+  bool writer_failed = false;  // the socket is gone: frames are dropped, the reader must not wait for room
 };
 
 class ws_sink final : public generation_sink {
@@ -96,6 +101,14 @@ void ws_message(server_state& server, ws_state& state, const std::string& text) 
   if (state.requests.contains(env.id_json)) {
     state.outgoing.push_back(ws_error_frame(
         env.id_json, make_error(400, "a request with this id is still running", "invalid_request_error", "id")));
+    return;
+  }
+  if (int32_t(state.requests.size()) >= server.options.max_ws_requests) {
+    state.outgoing.push_back(ws_error_frame(
+        env.id_json, make_error(429,
+                                "this WebSocket already runs " + std::to_string(server.options.max_ws_requests) +
+                                    " requests, its limit; wait for one to finish or open another socket",
+                                "rate_limit_exceeded")));
     return;
   }
   const endpoint kind = env.type == ws_envelope::kind::chat ? endpoint::chat_completions : endpoint::completions;
@@ -194,6 +207,10 @@ awaitable<void> ws_reader(server_state& server, websocket::stream<beast::tcp_str
   beast::flat_buffer buffer;
   for (;;) {
     beast::error_code ec;
+    while (state->outgoing.size() >= ws_state::max_outgoing && !state->writer_failed) {
+      state->room.expires_at(asio::steady_timer::time_point::max());
+      co_await state->room.async_wait(asio::redirect_error(use_awaitable, ec));
+    }
     co_await ws.async_read(buffer, asio::redirect_error(use_awaitable, ec));
     if (ec) break;  // closed by the client, or the connection is gone
     const std::string text = beast::buffers_to_string(buffer.data());
@@ -222,17 +239,21 @@ awaitable<void> websocket_session(server_state& server, beast::tcp_stream stream
   asio::co_spawn(state->strand, ws_reader(server, ws, state), asio::detached);
   // The writer: this coroutine. It owns `ws`, so it returns only once the reader is done with it and
   // every request's final event has come (the sinks post onto this strand until then).
-  bool can_write = true;
   while (!(state->reader_done && state->requests.empty())) {
     ws_drain(server, *state);
     while (!state->outgoing.empty()) {
       const std::string frame = std::move(state->outgoing.front());
       state->outgoing.pop_front();
-      if (!can_write) continue;
+      if (state->outgoing.size() < ws_state::max_outgoing) state->room.cancel();
+      if (state->writer_failed) continue;
       co_await ws.async_write(asio::buffer(frame), asio::redirect_error(use_awaitable, ec));
-      if (ec) can_write = false;  // the reader sees the connection go too
+      if (ec) {
+        state->writer_failed = true;  // the reader sees the connection go too
+        state->room.cancel();
+      }
       ws_drain(server, *state);
     }
+    state->room.cancel();
     if (state->reader_done && state->requests.empty()) break;
     if (!state->empty()) continue;
     state->wake.expires_at(asio::steady_timer::time_point::max());

@@ -23,104 +23,15 @@
 #include <thread>
 #include <vector>
 
-#include "http_server.hpp"
-#include "inflight/cpu_backend.hpp"
-#include "inflight/engine.hpp"
-#include "inflight/gguf.hpp"
-#include "inflight/tokenizer.hpp"
+#include "http_test_support.hpp"
 
 using namespace inflight;
+using namespace inflight::test;
 namespace asio = boost::asio;
 namespace beast = boost::beast;
 namespace http = beast::http;
 namespace websocket = beast::websocket;
 using tcp = asio::ip::tcp;
-
-namespace {
-
-struct test_server {
-  std::shared_ptr<const tokenizer> tok;
-  std::unique_ptr<inference_engine> engine;
-  std::unique_ptr<net::http_server> server;
-  uint16_t port = 0;
-
-  explicit test_server(engine_options options = {}, net::server_options server_options = {}) {
-    auto file = gguf::gguf_file::open(INFLIGHT_DEFAULT_MODEL);
-    cpu_backend_options backend_options;
-    backend_options.max_step_sequences = options.max_num_seqs;
-    tok = tokenizer::from_gguf(*file);
-    engine = inference_engine::create(std::make_unique<cpu_backend>(file, backend_options), tok,
-                                      chat_template::from_gguf(*file), options);
-    server_options.port = 0;
-    server_options.model_name = "test-model";
-    server = std::make_unique<net::http_server>(*engine, server_options);
-    server->start();
-    port = server->port();
-  }
-  ~test_server() { server->stop(); }
-};
-
-struct reply {
-  int status = 0;
-  std::string body;
-  std::string retry_after;
-};
-
-reply call(uint16_t port, http::verb method, const std::string& target, const std::string& body = {}) {
-  asio::io_context io;
-  beast::tcp_stream stream(io);
-  stream.connect(tcp::endpoint(asio::ip::make_address("127.0.0.1"), port));
-  http::request<http::string_body> request{method, target, 11};
-  request.set(http::field::host, "localhost");
-  request.set(http::field::content_type, "application/json");
-  request.body() = body;
-  request.prepare_payload();
-  http::write(stream, request);
-  beast::flat_buffer buffer;
-  http::response_parser<http::string_body> parser;
-  parser.body_limit(64 << 20);
-  http::read(stream, buffer, parser);
-  auto response = parser.release();
-  return {int(response.result_int()), response.body(), std::string(response[http::field::retry_after])};
-}
-
-reply post(uint16_t port, const std::string& target, const std::string& body) {
-  return call(port, http::verb::post, target, body);
-}
-
-simdjson::dom::element json(simdjson::dom::parser& parser, const std::string& text) {
-  simdjson::dom::element root;
-  INFO("body: " << text);
-  REQUIRE(parser.parse(text).get(root) == simdjson::SUCCESS);
-  return root;
-}
-
-std::string str(simdjson::dom::element element) {
-  std::string_view text;
-  REQUIRE(element.get_string().get(text) == simdjson::SUCCESS);
-  return std::string(text);
-}
-
-// The JSON payloads of an SSE body, in order ("[DONE]" included as is).
-std::vector<std::string> sse_events(const std::string& body) {
-  std::vector<std::string> events;
-  size_t at = 0;
-  while ((at = body.find("data: ", at)) != std::string::npos) {
-    const size_t end = body.find("\n\n", at);
-    REQUIRE(end != std::string::npos);
-    events.push_back(body.substr(at + 6, end - at - 6));
-    at = end + 2;
-  }
-  return events;
-}
-
-// Polls until `done` holds (bounded: a stuck server fails the REQUIRE that follows instead of hanging).
-template <class Condition>
-void wait_for(Condition done) {
-  for (int i = 0; i < 3000 && !done(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
-}
-
-}  // namespace
 
 TEST_CASE("health, models, unknown paths and wrong methods") {
   test_server served;
@@ -457,27 +368,6 @@ TEST_CASE("metrics report outcomes, latencies and the engine's state in Promethe
   CHECK(metric_value(text, "inflight_step_batch_size_count") == steps);
   CHECK(metric_value(text, "inflight_step_batch_size_bucket{le=\"1\"}") == steps);
 }
-
-namespace {
-
-// A blocking WebSocket client for the tests.
-struct ws_client {
-  asio::io_context io;
-  websocket::stream<beast::tcp_stream> ws{io};
-  explicit ws_client(uint16_t port) {
-    beast::get_lowest_layer(ws).connect(tcp::endpoint(asio::ip::make_address("127.0.0.1"), port));
-    ws.handshake("localhost", "/v1/ws");
-    ws.text(true);
-  }
-  void send(const std::string& text) { ws.write(asio::buffer(text)); }
-  std::string receive() {
-    beast::flat_buffer buffer;
-    ws.read(buffer);
-    return beast::buffers_to_string(buffer.data());
-  }
-};
-
-}  // namespace
 
 TEST_CASE("WebSocket: concurrent requests on one socket stream deltas and a done frame each") {
   test_server served;

@@ -28,7 +28,6 @@
 #include <cstdint>
 #include <cstdio>
 #include <exception>
-#include <fstream>
 #include <memory>
 #include <optional>
 #include <random>
@@ -39,6 +38,7 @@
 #include <thread>
 #include <vector>
 
+#include "atomic_file.hpp"
 #include "backend_choice.hpp"
 #include "cli_options.hpp"
 #include "inflight/cuda_backend.hpp"
@@ -322,9 +322,7 @@ std::string json_machine(const loaded_model& model, const bench_setup& setup) {
 
 void write_file(const std::string& path, const std::string& text) {
   if (path.empty()) return;
-  std::ofstream out(path);
-  out << text;
-  if (!out) throw std::runtime_error("cannot write " + path);
+  cli::write_file_atomically(path, text);
   std::printf("wrote %s\n", path.c_str());
 }
 

@@ -28,6 +28,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bench_serving  # noqa: E402
 from cluster import Cluster, Gateway, all_up  # noqa: E402
 from inflight_server import InflightServer  # noqa: E402
+from atomic_write import write_atomically  # tools/atomic_write.py
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 INFLIGHT = os.path.join(ROOT, "build", "bin", "inflight")
@@ -135,8 +136,7 @@ def main():
     for name in args.only.split(","):
         {"overhead": overhead, "scale": scale, "affinity": affinity}[name](args.rounds, report)
     if args.json:
-        with open(args.json, "w") as out:
-            json.dump(report, out, indent=1)
+        write_atomically(args.json, json.dumps(report, indent=1))
 
 
 if __name__ == "__main__":

@@ -14,10 +14,11 @@
 #include <chrono>
 #include <cstdlib>
 #include <cstdio>
-#include <fstream>
+#include <sstream>
 #include <string>
 #include <vector>
 
+#include "atomic_file.hpp"
 #include "inflight/cpu_backend.hpp"
 #include "inflight/gguf.hpp"
 
@@ -133,13 +134,14 @@ int main(int argc, char** argv) {
       std::printf("| batched decode, batch %-3d        | %8.1f |\n", batch_sizes[i], batched[i]);
     }
     if (!json_path.empty()) {
-      std::ofstream json(json_path);
+      std::ostringstream json;
       json << "{\"engine\": \"inflight\", \"threads\": " << model.num_threads() << ", \"prefill_tokens_per_s\": "
            << prefill << ", \"decode_tokens_per_s\": " << single << ", \"batched\": {";
       for (size_t i = 0; i < batched.size(); ++i) {
         json << (i ? ", " : "") << '"' << batch_sizes[i] << "\": " << batched[i];
       }
       json << "}}\n";
+      cli::write_file_atomically(json_path, json.str());
     }
   } catch (const std::exception& error) {
     std::fprintf(stderr, "bench_cpu: %s\n", error.what());

@@ -45,6 +45,7 @@ import platform
 import statistics
 import sys
 import time
+from atomic_write import write_atomically  # tools/atomic_write.py
 
 MIN_PROMPT_TOKEN, MAX_PROMPT_TOKEN = 1000, 19999  # bench_batching's range: ordinary text pieces, no specials
 DEFAULT_MAX_TOKENS = "32,64,128,256,512,1024,1536"
@@ -562,9 +563,7 @@ def main(argv):
         "points": points,
     }
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(result, f, indent=1)
-            f.write("\n")
+        write_atomically(args.json, json.dumps(result, indent=1) + "\n")
         print(f"wrote {args.json}")
     return 0
 

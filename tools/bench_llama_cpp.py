@@ -39,6 +39,7 @@ import sys
 import time
 
 import llama_cpp as L
+from atomic_write import write_atomically  # tools/atomic_write.py
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_MODEL = os.path.join(HERE, "..", "models", "SmolLM2-135M-Instruct.Q4_1.gguf")
@@ -186,11 +187,9 @@ def main():
         print(f"{f'batched decode B={n}':<28}{v:>12.1f}")
 
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"engine": "llama.cpp", "version": version, "threads": args.threads,
-                       "prefill_tokens_per_s": prefill, "decode_tokens_per_s": dec,
-                       "batched": batched}, f, indent=2)
-            f.write("\n")
+        write_atomically(args.json, json.dumps({"engine": "llama.cpp", "version": version, "threads": args.threads,
+                                                "prefill_tokens_per_s": prefill, "decode_tokens_per_s": dec,
+                                                "batched": batched}, indent=2) + "\n")
 
 
 if __name__ == "__main__":

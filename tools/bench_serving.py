@@ -24,6 +24,7 @@ import random
 import time
 
 import httpx
+from atomic_write import write_atomically  # tools/atomic_write.py
 
 
 def percentile(values, p):
@@ -126,8 +127,7 @@ def main():
           + " | ".join("/".join(f"{summary[f'{n}_p{p}']:.1f}" for p in (50, 90, 99)) for n in ("ttft_ms", "tpot_ms", "itl_ms"))
           + " |")
     if args.json:
-        with open(args.json, "w") as out:
-            json.dump(summary, out, indent=1)
+        write_atomically(args.json, json.dumps(summary, indent=1))
 
 
 if __name__ == "__main__":

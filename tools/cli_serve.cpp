@@ -2,6 +2,7 @@
 // runs in this process, or (with --node) on engine nodes behind this gateway. Its options (command line
 // and config file) are read in serve_config.cpp.
 #include <signal.h>
+#include <sys/resource.h>
 
 #include <chrono>
 #include <cstdio>
@@ -37,6 +38,24 @@ std::unique_ptr<inference_engine> local_engine(const serve_settings& settings) {
   return inference_engine::create(std::move(model), tok, chat_template::from_gguf(*file), engine);
 }
 
+// Each connection is a file descriptor: the soft open-file limit (often 1024) is raised to the hard one,
+// as servers do, and a --max-connections the limit cannot hold is said at start, not found under load.
+void fit_open_file_limit(int32_t max_connections) {
+  rlimit limit{};
+  if (getrlimit(RLIMIT_NOFILE, &limit) != 0) return;
+  if (limit.rlim_cur < limit.rlim_max) {
+    limit.rlim_cur = limit.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &limit);
+    getrlimit(RLIMIT_NOFILE, &limit);
+  }
+  constexpr rlim_t reserve = 256;  // model file, engine threads, cluster links, logs
+  if (limit.rlim_cur != RLIM_INFINITY && rlim_t(max_connections) + reserve > limit.rlim_cur)
+    std::fprintf(stderr,
+                 "inflight serve: warning: --max-connections %d does not fit the open-file limit %llu (each "
+                 "connection is a file); connections beyond what it holds wait in the listen queue\n",
+                 max_connections, static_cast<unsigned long long>(limit.rlim_cur));
+}
+
 int serve(const serve_settings& settings) {
   // Block the shutdown signals before any thread starts, so every thread inherits the mask and sigwait
   // below is the one place they arrive.
@@ -60,6 +79,7 @@ int serve(const serve_settings& settings) {
   } else {
     engine = local_engine(settings);
   }
+  fit_open_file_limit(settings.server.max_connections);
   net::http_server server(*engine, settings.server);
   server.start();
   const auto model = engine->model();

@@ -14,6 +14,7 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only: no display on a benchmark machine
 import matplotlib.pyplot as plt  # noqa: E402  (after the backend is chosen)
+from atomic_write import save_figure_atomically  # tools/atomic_write.py
 
 
 def main(argv):
@@ -55,7 +56,7 @@ def main(argv):
     bottom.grid(True, alpha=0.3)
 
     fig.tight_layout()
-    fig.savefig(argv[2], dpi=120)
+    save_figure_atomically(fig, argv[2], dpi=120)
     print(f"wrote {argv[2]}")
     return 0
 

