@@ -19,6 +19,13 @@ if [ $# -lt 2 ] || ! grep -qx "$1" <<<"$targets" || ! [[ $2 =~ ^[0-9]+$ ]]; then
 fi
 target=$1 seconds=$2
 shift 2
+if [ "$target" = config ]; then
+  # See tests/fuzz/fuzz_config.cpp: with clang's objects against Debian's g++-built libcaf, every input
+  # crashes inside CAF's config_option::check (a null meta-state function), so there is nothing to learn.
+  echo "fuzz.sh: the config target cannot run under libFuzzer against Debian's libcaf (built by g++): every" >&2
+  echo "input crashes inside CAF (tests/fuzz/fuzz_config.cpp says why). ctest replays its corpus instead." >&2
+  exit 2
+fi
 
 if ! command -v clang++ >/dev/null; then
   echo "fuzz.sh: installing clang (libFuzzer comes with it)" >&2
