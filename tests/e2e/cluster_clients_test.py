@@ -57,8 +57,7 @@ async def websocket_answers(port):
 
 
 async def websocket_node_failure(gateway, nodes_by_address):
-    before = {name: n["routed_total"] for name, n in gateway.wait_nodes(
-        lambda n: all(x["in_flight"] == 0 for x in n.values()), what="no request in flight").items()}
+    gateway.wait_nodes(lambda n: all(x["in_flight"] == 0 for x in n.values()), what="no request in flight")
     async with websockets.connect(f"ws://127.0.0.1:{gateway.port}/v1/ws") as ws:
         await ws.send(json.dumps({"id": "long", "prompt": "Once upon a time", "max_tokens": 2000, "ignore_eos": True}))
         deltas = 0
@@ -66,10 +65,13 @@ async def websocket_node_failure(gateway, nodes_by_address):
             message = json.loads(await ws.recv())
             assert message["type"] == "delta", message
             deltas += 1
-        # /v1/nodes is a snapshot taken every 100 ms: wait for the one that counts this request's routing.
-        routed = gateway.wait_nodes(lambda n: sum(x["routed_total"] for x in n.values()) == sum(before.values()) + 1,
-                                    what="the WebSocket request routed")
-        victim = next(name for name, n in routed.items() if n["routed_total"] == before[name] + 1)
+        # The victim is the node with this request in flight, the only one now. Not found by comparing
+        # routed_total before and after: /v1/nodes is a snapshot taken every 100 ms, and a stale one taken
+        # before the previous request was routed would already show every node idle, so that "before" would
+        # miss that request (seen in CI).
+        routed = gateway.wait_nodes(lambda n: sum(x["in_flight"] for x in n.values()) == 1,
+                                    what="the WebSocket request in flight on one node")
+        victim = next(name for name, n in routed.items() if n["in_flight"] == 1)
         nodes_by_address[victim].kill()
         while True:
             message = json.loads(await asyncio.wait_for(ws.recv(), timeout=10))
