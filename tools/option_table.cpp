@@ -283,6 +283,50 @@ std::string describe_syntax_error(const std::string& path, const caf::error& err
   return where;
 }
 
+// CAF 0.17's INI parser reads a number followed by u, n, m, s or h as a duration (10s, 5min, 3ms) and
+// converts it to nanoseconds without checking the range: past about 292 years (706666666666s) the
+// multiplication overflows, undefined behaviour (found by fuzzing, tests/fuzz/fuzz_config.cpp). No inflight
+// option takes a duration, so every such value is refused here, before CAF reads the file. The scan skips
+// what CAF does not read as a value: comments (';' to the end of the line) and quoted strings and atoms.
+void refuse_durations(const std::string& path, const std::string& text) {
+  auto is_word_char = [](char c) {
+    return std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '-' || c == '.';
+  };
+  auto one_of = [](char c, std::string_view set) { return set.find(c) != std::string_view::npos; };
+  int line = 1;
+  size_t line_start = 0;
+  for (size_t i = 0; i < text.size(); ++i) {
+    const char c = text[i];
+    if (c == '\n') {
+      ++line;
+      line_start = i + 1;
+    } else if (c == ';') {
+      while (i + 1 < text.size() && text[i + 1] != '\n') ++i;
+    } else if (c == '"' || c == '\'') {
+      for (++i; i < text.size() && text[i] != c && text[i] != '\n'; ++i) {
+        if (text[i] == '\\' && i + 1 < text.size() && text[i + 1] != '\n') ++i;  // an escaped character
+      }
+      if (i < text.size() && text[i] == '\n') --i;  // an unclosed quote: CAF reports it; count the line
+    } else if (i == 0 || !is_word_char(text[i - 1])) {
+      // A number starts here: an optional sign, digits (decimal, octal, 0x hex or 0b binary).
+      size_t end = i + (c == '+' || c == '-' ? 1 : 0);
+      if (end >= text.size() || !std::isdigit(static_cast<unsigned char>(text[end]))) continue;
+      const bool prefixed = text[end] == '0' && end + 1 < text.size() && one_of(text[end + 1], "xXbB");
+      if (prefixed) end += 2;
+      while (end < text.size() && std::isxdigit(static_cast<unsigned char>(text[end]))) ++end;
+      if (end < text.size() && one_of(text[end], "unmsh")) {
+        size_t unit_end = end;
+        while (unit_end < text.size() && std::isalpha(static_cast<unsigned char>(text[unit_end])) && unit_end - end < 3)
+          ++unit_end;
+        throw usage_error(path + ": line " + std::to_string(line) + ", column " + std::to_string(i - line_start + 1) +
+                          ": " + text.substr(i, unit_end - i) +
+                          " is a duration; no inflight option takes one (numbers are plain, as in port=8000)");
+      }
+      i = end - 1;
+    }
+  }
+}
+
 // CAF keeps the first of two values for one key and drops the second without a word: an admin who
 // appends `port=9000` to a file that sets port already would see no effect. So a key set twice is an
 // error. CAF does not report where keys are, so this scans the lines: a key starts its line (after
@@ -313,6 +357,7 @@ void refuse_repeated_keys(const option_table& config, const std::string& path, c
 // unknown key or a value of the wrong type without a word.
 void apply_config_file(option_table& config, const std::string& path) {
   const std::string text = read_config_file(path);
+  refuse_durations(path, text);
   // Untyped (no option set given): every key and value as written, so that nothing is dropped before we
   // look at it.
   std::istringstream in(text);

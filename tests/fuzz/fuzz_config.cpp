@@ -3,10 +3,8 @@
 // the rest is the file. A bad file must be refused with a usage_error naming the problem; a file that is
 // accepted must read back to the same settings from what --dump-config writes of it.
 //
-// Replayed in the g++ build only: linked with libFuzzer (clang), every input crashes inside Debian's
-// g++-built libcaf (config_option::check calls a null function of an option's meta-state, an inline static
-// that the two compilers' objects do not agree on), whatever the input; tools/fuzz.sh says so. Fuzzing it
-// needs a CAF built by clang.
+// Under libFuzzer it links a CAF built by clang (tools/fuzz.sh builds one with tools/build_caf.sh fuzz):
+// against Debian's g++-built libcaf, every CAF option would have a null check function.
 #include <sys/mman.h>
 #include <unistd.h>
 
