@@ -5,6 +5,10 @@
 #       Debian's libcaf is not instrumented, so TSan would not see the synchronisation inside CAF's mailboxes
 #       and would report every message handed from one actor's thread to another as a race; linked against
 #       this build, it sees it.
+#   bash tools/build_caf.sh address PREFIX  g++ with ASan + UBSan and debug information, for reading a sanitizer
+#       report whose stack runs through CAF (Debian's libcaf has no symbols for its internal functions):
+#       configure build-asan/ with -DCAF_INCLUDE_DIR=PREFIX/include -DCAF_CORE_LIBRARY=PREFIX/lib/... as
+#       tools/check_sanitizers.sh --thread does.
 #   bash tools/build_caf.sh fuzz PREFIX     clang with ASan, UBSan and libFuzzer's coverage (tools/fuzz.sh
 #       config). Each CAF option type has a meta-state, a function-local static in a header template
 #       (make_config_option.hpp); g++ emits it and its guard as GNU-unique symbols, clang as weak ones, and in
@@ -23,8 +27,8 @@ set -euo pipefail
 repo_root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 mode=${1:-}
 prefix=${2:-}
-if [[ ! $mode =~ ^(thread|fuzz)$ ]] || [ -z "$prefix" ]; then
-  echo "usage: tools/build_caf.sh thread|fuzz PREFIX" >&2
+if [[ ! $mode =~ ^(thread|address|fuzz)$ ]] || [ -z "$prefix" ]; then
+  echo "usage: tools/build_caf.sh thread|address|fuzz PREFIX" >&2
   exit 2
 fi
 work=$prefix-src
@@ -54,6 +58,10 @@ if [ $mode = thread ]; then
   compiler=g++
   flags="-std=c++14 -g -O1 -fsanitize=thread -fno-omit-frame-pointer"
   link_flags=-fsanitize=thread
+elif [ $mode = address ]; then
+  compiler=g++
+  flags="-std=c++14 -g -O1 -fsanitize=address,undefined -fno-omit-frame-pointer"
+  link_flags="-fsanitize=address,undefined"
 else
   compiler=clang++
   # No -fsanitize=function: CAF's type-erased calls through void* would all be reported.
