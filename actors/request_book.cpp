@@ -6,16 +6,21 @@
 
 namespace inflight::engine {
 
-// Wraps the caller's sink: the final event also retires the request from the book.
+// Wraps the caller's sink: the request leaves the book when its actor lets go of this sink, after its
+// final event, and only once the caller's sink is released. Not at the final event itself: the caller's
+// sink may refer to what the caller destroys once wait_idle() returns (the server's sinks hold asio timers
+// of its io_context), so the engine must not hold it then (found by ASan: the request actor released a
+// server's sink after the server was gone).
 class tracked_sink final : public generation_sink {
  public:
   tracked_sink(request_book& book, request_id id, std::shared_ptr<generation_sink> inner)
       : book_(book), id_(id), inner_(std::move(inner)) {}
-  void on_delta(const generation_delta& delta) override { inner_->on_delta(delta); }
-  void on_final(const generation_final& final_event) override {
-    inner_->on_final(final_event);
+  ~tracked_sink() override {
+    inner_.reset();
     book_.retire(id_);
   }
+  void on_delta(const generation_delta& delta) override { inner_->on_delta(delta); }
+  void on_final(const generation_final& final_event) override { inner_->on_final(final_event); }
 
  private:
   request_book& book_;

@@ -17,14 +17,15 @@ namespace inflight::engine {
 class request_book {
  public:
   // Counts request `id` from now on and returns the sink to give its actor: `sink` itself, plus retiring
-  // the request from the book after its final event. The book must outlive every request it tracks.
+  // the request from the book when the actor lets go of it (after its final event), having released
+  // `sink` first. The book must outlive every request it tracks.
   std::shared_ptr<generation_sink> track(request_id id, std::shared_ptr<generation_sink> sink);
   // The request's actor, once spawned (a request that ended meanwhile is not revived).
   void attach(request_id id, caf::actor actor);
   // Asks the request's actor to end (its final event says cancelled). Unknown ids are ignored.
   void cancel(request_id id);
   void cancel_all();
-  // Blocks until every tracked request has had its final event.
+  // Blocks until every tracked request has had its final event and its sink has been released.
   void wait_idle();
   size_t size() const;
 

@@ -160,7 +160,8 @@ class inference_engine {
   virtual void cancel(request_id id) = 0;
   // A snapshot, gathered from the actors (blocks briefly).
   virtual engine_stats stats() = 0;
-  // Blocks until no request is waiting or running.
+  // Blocks until no request is waiting or running and the engine holds none of their sinks any more: a
+  // caller may then destroy what its sinks refer to (the server, its io_context).
   virtual void wait_idle() = 0;
   // The model served; null while it is not known yet (a gateway that has not met a node).
   virtual std::shared_ptr<const served_model> model() const = 0;
