@@ -59,6 +59,7 @@ else
     default_selection=(-E "^e2e/soak_60s$")
   fi
 fi
+bash "$repo_root/tools/fetch_xgrammar.sh"  # CMake needs its source (model/CMakeLists.txt)
 generator=(); [ -f "$build_dir/CMakeCache.txt" ] || generator=(-G Ninja)
 cmake -S "$repo_root" -B "$build_dir" "${generator[@]}" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DINFLIGHT_CUDA=OFF \
   -DCMAKE_CXX_FLAGS="$flags" -DCMAKE_EXE_LINKER_FLAGS="$link_flags" "${extra_options[@]}" >/dev/null

@@ -33,6 +33,7 @@ if [ "$target" = config ]; then
   caf_options=(-DCAF_INCLUDE_DIR="$caf/include" -DCAF_CORE_LIBRARY="$caf/lib/libcaf_core.so"
                -DCAF_IO_LIBRARY="$caf/lib/libcaf_io.so" -DCAF_OPENSSL_LIBRARY="$caf/lib/libcaf_openssl.so")
 fi
+bash "$repo_root/tools/fetch_xgrammar.sh"  # CMake needs its source (model/CMakeLists.txt)
 generator=(); [ -f "$build_dir/CMakeCache.txt" ] || generator=(-G Ninja)
 cmake -S "$repo_root" -B "$build_dir" "${generator[@]}" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_C_COMPILER=clang \
   -DCMAKE_CXX_COMPILER=clang++ -DINFLIGHT_FUZZ=ON -DINFLIGHT_TESTS=OFF -DINFLIGHT_CUDA=OFF "${caf_options[@]}" >/dev/null

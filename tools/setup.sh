@@ -14,7 +14,8 @@ model_dir=$repo_root/models
 # nodejs: the chat page's test runs the page's script (tests/e2e/chat_page_test.js).
 # libssl-dev: cluster link authentication (HMAC) and TLS between gateway and nodes (libcaf_openssl).
 # iproute2, openssl: the cluster tests make network namespaces and throwaway TLS certificates.
-packages=(build-essential cmake ninja-build ccache pkg-config libpcre2-dev doctest-dev libcaf-dev libsimdjson-dev libboost-dev libssl-dev iproute2 openssl python3 python3-pip python3-venv nodejs)
+# curl, ca-certificates: tools/fetch_xgrammar.sh downloads xgrammar's source release from PyPI.
+packages=(build-essential cmake ninja-build ccache pkg-config curl ca-certificates libpcre2-dev doctest-dev libcaf-dev libsimdjson-dev libboost-dev libssl-dev iproute2 openssl python3 python3-pip python3-venv nodejs)
 missing=()
 for pkg in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
@@ -76,6 +77,9 @@ PY
   mv "$tmp/$model_name" "$model_path"
   echo "setup: model ready: $model_path"
 fi
+
+# --- xgrammar (structured output), built from source with the rest -------------------------------------
+bash "$repo_root/tools/fetch_xgrammar.sh"
 
 # --- build -------------------------------------------------------------------------------------------
 if [ "${INFLIGHT_SKIP_BUILD:-0}" != 1 ]; then
