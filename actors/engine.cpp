@@ -51,6 +51,7 @@ class actor_engine final : public inference_engine {
     auto context = std::make_shared<request_context>();
     context->tok = tok;
     context->chat = std::make_shared<const chat_template>(std::move(chat));
+    context->constraints = actors_.constraints;
     context->max_model_len = actors_.max_model_len;
     context->scheduler = actors_.scheduler;
     context_ = std::move(context);

@@ -36,7 +36,8 @@ engine_actors spawn_engine_actors(caf::actor_system& system, std::unique_ptr<bac
   actors.max_model_len = sched.max_model_len;
   actors.block_size = kv.block_size;
   actors.kv_manager = spawn_kv_manager(system, kv.num_blocks, kv.block_size, options.prefix_caching);
-  actors.executor = spawn_executor(system, std::shared_ptr<backend>(std::move(model)));
+  actors.constraints = std::make_shared<const constraint_compiler>(tok, model->config().vocab_size);
+  actors.executor = spawn_executor(system, std::shared_ptr<backend>(std::move(model)), actors.constraints);
   actors.scheduler = spawn_scheduler(system, sched, kv.block_size, kv.num_blocks, options.pipelining, actors.kv_manager,
                                      actors.executor, std::move(gate));
   return actors;
@@ -67,6 +68,8 @@ engine_stats gather_engine_stats(caf::actor_system& system, const engine_actors&
             out.loop_seconds = report.loop_seconds;
             out.forward_seconds = report.forward_seconds;
             out.sampling_seconds = report.sampling_seconds;
+            out.constraint_seconds = report.constraint_seconds;
+            out.constrained_samples = report.constrained_samples;
             out.failure = report.failure;
           },
           [&](caf::error& error) { out.failure = "the scheduler does not answer: " + system.render(error); });

@@ -15,6 +15,7 @@
 
 #include "inflight/engine.hpp"
 #include "inflight/engine_protocol_inspect.hpp"
+#include "inflight/output_constraint.hpp"
 #include "kv_cache_manager.hpp"
 #include "kv_step_planner.hpp"
 #include "scheduling_policy.hpp"
@@ -45,7 +46,8 @@ using routed_atom = caf::atom_constant<caf::atom("ifrouted")>;      // request a
 // The scheduler's answer to stats_atom: its counters and the busy-loop timing (engine_stats documents them).
 struct scheduler_report {
   scheduler_stats counters;
-  double loop_seconds = 0, forward_seconds = 0, sampling_seconds = 0;
+  double loop_seconds = 0, forward_seconds = 0, sampling_seconds = 0, constraint_seconds = 0;
+  int64_t constrained_samples = 0;
   int64_t executed_steps = 0;
   std::string failure;  // non-empty once the KV manager or the executor has failed
 };
@@ -65,7 +67,7 @@ typename Inspector::result_type inspect(Inspector& f, scheduler_stats& x) {
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, scheduler_report& x) {
   return f(caf::meta::type_name("inflight::engine::scheduler_report"), x.counters, x.loop_seconds, x.forward_seconds,
-           x.sampling_seconds, x.executed_steps, x.failure);
+           x.sampling_seconds, x.constraint_seconds, x.constrained_samples, x.executed_steps, x.failure);
 }
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, kv_cache_stats& x) {
@@ -109,8 +111,10 @@ class node_gate {
 // Owns the block pool (num_blocks x block_size tokens) and the step planner.
 caf::actor spawn_kv_manager(caf::actor_system& system, int32_t num_blocks, int32_t block_size, bool prefix_caching);
 
-// Runs `model` on a thread of its own (detached): one step_plan in, one step_result out.
-caf::actor spawn_executor(caf::actor_system& system, std::shared_ptr<backend> model);
+// Runs `model` on a thread of its own (detached): one step_plan in, one step_result out. `constraints`
+// compiles the output constraints of the sequences that have one (structured output).
+caf::actor spawn_executor(caf::actor_system& system, std::shared_ptr<backend> model,
+                          std::shared_ptr<const constraint_compiler> constraints);
 
 // `pipelining`: plan step N+1 while the executor runs step N. `gate`: who may use it from other processes
 // (null: nobody).
@@ -124,6 +128,9 @@ struct engine_actors {
   caf::actor kv_manager, executor, scheduler;
   int32_t max_model_len = 0;  // prompt + max_tokens at most
   int32_t block_size = 0;
+  // The executor's, shared with the request actors, which compile a request's constraint first (so that
+  // a bad one is refused before it runs, and the executor finds it compiled).
+  std::shared_ptr<const constraint_compiler> constraints;
 };
 // Throws std::invalid_argument for unusable options or a tokenizer that does not fit the model.
 engine_actors spawn_engine_actors(caf::actor_system& system, std::unique_ptr<backend> model, const tokenizer& tok,
@@ -138,6 +145,7 @@ engine_stats gather_engine_stats(caf::actor_system& system, const engine_actors&
 struct request_context {
   std::shared_ptr<const tokenizer> tok;
   std::shared_ptr<const chat_template> chat;
+  std::shared_ptr<const constraint_compiler> constraints;  // checks structured-output constraints
   int32_t max_model_len = 0;
   caf::actor scheduler;
   caf::actor router;

@@ -2,13 +2,18 @@
 // step per message on a thread of its own (detached), so a forward pass never occupies one of CAF's
 // worker threads. The samplers are host `sampler`s, or, for a backend that samples on its device (CUDA),
 // the backend's own (backend::samples_on_device). Messages, all from the scheduler and handled in order:
-//   sampler_setup  a sequence's sampling params and prompt (its sampler is built on its first step)
+//   sampler_setup  a sequence's sampling params and prompt (its sampler is built on its first step), and
+//                  its output constraint (structured output), which starts compiling on a thread of its own
 //   release_atom   the sequence is done: drop its sampler
 //   step_plan      run the step, answer with a step_result
+// A constrained sequence's logits row is narrowed to what its constraint allows next before the sampler
+// draws (host sampling only: a backend that samples on its device takes no token masks yet).
 #include <caf/all.hpp>
 
 #include <chrono>
 #include <exception>
+#include <future>
+#include <optional>
 #include <unordered_map>
 
 #include "engine_actors.hpp"
@@ -24,10 +29,18 @@ struct sequence_sampling {
   std::unique_ptr<sampler> sampler_;  // built lazily: a waiting sequence costs no vocabulary-sized scratch
   bool on_device = false;             // the backend holds its sampler (added lazily too)
   int32_t last_sampled = 0;           // what a placeholder in the next plan stands for
+  // Structured output: the compiled constraint (usually found in the compiler's cache, where the request
+  // actor left it; an engine node compiles it while the prompt is prefilled), and the sequence's matcher,
+  // built at its first sample.
+  std::shared_future<std::shared_ptr<const compiled_constraint>> compiling;
+  std::optional<constraint_matcher> matcher;
+  bool failed = false;  // reported in a step_result.failed: never sampled again
 };
 
 struct executor_state {
   std::shared_ptr<backend> model;
+  std::shared_ptr<const constraint_compiler> constraints;
+  std::vector<uint32_t> token_mask;         // one row, reused
   bool device_sampling = false;             // model->samples_on_device()
   std::unordered_map<sequence_id, sequence_sampling> sequences;
   std::vector<float> logits;                // max_step_sequences x vocab_size, sized once (host sampling)
@@ -76,6 +89,22 @@ void prepare_device_samplers(executor_state& st, const step_plan& plan) {
   st.row_samples.resize(st.row_samplers.size());
 }
 
+// Narrows one logits row to the tokens the sequence's constraint allows next. Returns what went wrong when
+// the sequence cannot be sampled.
+std::string constrain(executor_state& st, sequence_sampling& seq, std::span<float> logits) {
+  if (st.device_sampling) return "structured output is not supported by this backend (it samples on its device)";
+  try {
+    if (!seq.matcher) seq.matcher.emplace(seq.compiling.get());
+    // Terminated: the output ended (an end token was accepted) and static batching computes this row as
+    // padding, whose tokens are discarded.
+    if (!seq.matcher->is_terminated() && seq.matcher->fill_next_token_mask(st.token_mask))
+      apply_token_mask(logits, st.token_mask);
+  } catch (const std::exception& error) {
+    return error.what();
+  }
+  return {};
+}
+
 step_result run_step(executor_state& st, step_plan& plan) {
   step_result result;
   result.step = plan.step;
@@ -111,8 +140,28 @@ step_result run_step(executor_state& st, step_plan& plan) {
         seq.sampler_->set_prompt(seq.setup.prompt);
         seq.setup.prompt = {};
       }
-      const sample_result sample = st.device_sampling ? st.row_samples[row++]
-                                                      : seq.sampler_->sample(st.logits.data() + row++ * size_t(vocab));
+      float* const logits = st.device_sampling ? nullptr : st.logits.data() + row * size_t(vocab);
+      std::string failure;
+      if (seq.failed) failure = "failed in an earlier step";
+      else if (seq.setup.constraint.active()) {
+        const auto constraint_start = std::chrono::steady_clock::now();
+        failure = constrain(st, seq, {logits, size_t(vocab)});
+        result.constraint_seconds += seconds_since(constraint_start);
+        ++result.constrained_samples;
+      }
+      sample_result sample;
+      if (failure.empty()) sample = st.device_sampling ? st.row_samples[row] : seq.sampler_->sample(logits);
+      ++row;
+      // A token the constraint refuses can only be drawn when it allowed none with a finite logit.
+      if (failure.empty() && seq.matcher && !seq.matcher->is_terminated() && !seq.matcher->accept(sample.token))
+        failure = "the output constraint allowed no token the model could produce";
+      if (!failure.empty()) {
+        if (!seq.failed) result.failed.push_back({chunk.id, std::move(failure)});
+        seq.failed = true;
+        result.sampled.push_back(-1);
+        if (collecting_samples) result.samples.emplace_back();
+        continue;
+      }
       seq.last_sampled = sample.token;
       result.sampled.push_back(sample.token);
       // Samples (~170 bytes each) travel only in steps where someone asked for logprobs: the list starts
@@ -136,9 +185,12 @@ step_result run_step(executor_state& st, step_plan& plan) {
   return result;
 }
 
-caf::behavior executor(caf::stateful_actor<executor_state>* self, std::shared_ptr<backend> model) {
+caf::behavior executor(caf::stateful_actor<executor_state>* self, std::shared_ptr<backend> model,
+                       std::shared_ptr<const constraint_compiler> constraints) {
   executor_state& st = self->state;
   st.model = std::move(model);
+  st.constraints = std::move(constraints);
+  st.token_mask.resize(size_t(st.constraints->mask_words()));
   st.device_sampling = st.model->samples_on_device();
   if (!st.device_sampling)
     st.logits.resize(size_t(st.model->max_step_sequences()) * size_t(st.model->config().vocab_size));
@@ -147,7 +199,15 @@ caf::behavior executor(caf::stateful_actor<executor_state>* self, std::shared_pt
   return {
       [self](sampler_setup& setup) {
         const sequence_id id = setup.id;
-        self->state.sequences[id] = sequence_sampling{std::move(setup), nullptr};
+        sequence_sampling seq{std::move(setup), nullptr};
+        if (seq.setup.constraint.active()) {
+          // Off this thread: a constraint not in the cache takes milliseconds to seconds to compile, which
+          // the step loop must not wait for; its first sample waits only for what is left.
+          seq.compiling = std::async(std::launch::async, [compiler = self->state.constraints, spec = seq.setup.constraint] {
+                            return compiler->compile(spec);
+                          }).share();
+        }
+        self->state.sequences[id] = std::move(seq);
       },
       [self](release_atom, sequence_id id) {
         executor_state& st = self->state;
@@ -162,8 +222,9 @@ caf::behavior executor(caf::stateful_actor<executor_state>* self, std::shared_pt
 
 }  // namespace
 
-caf::actor spawn_executor(caf::actor_system& system, std::shared_ptr<backend> model) {
-  return system.spawn<caf::detached>(executor, std::move(model));
+caf::actor spawn_executor(caf::actor_system& system, std::shared_ptr<backend> model,
+                          std::shared_ptr<const constraint_compiler> constraints) {
+  return system.spawn<caf::detached>(executor, std::move(model), std::move(constraints));
 }
 
 }  // namespace inflight::engine

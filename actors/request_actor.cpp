@@ -154,6 +154,15 @@ std::string prepare(const request_context& ctx, const generation_params& params,
     tokens = ctx.tok->encode(params.prompt, true);
   }
   if (tokens.empty()) return "the prompt is empty";
+  if (params.constraint.active()) {
+    if (params.ignore_eos) return "ignore_eos cannot be combined with a constrained output (it ends where the constraint is complete)";
+    if (!ctx.constraints) return "structured output is not available";
+    try {
+      (void)ctx.constraints->compile(params.constraint);  // the executor then finds it in the compiler's cache
+    } catch (const std::invalid_argument& error) {
+      return error.what();
+    }
+  }
   if (int64_t(tokens.size()) + params.max_tokens > ctx.max_model_len && ctx.router) {
     // The nodes would refuse it too; say so without a round trip.
     return "the prompt (" + std::to_string(tokens.size()) + " tokens) plus max_tokens (" +
@@ -261,6 +270,7 @@ caf::behavior request(request_actor* self, std::shared_ptr<const request_context
   submit.spec.priority = params.priority;
   if (!params.ignore_eos) submit.spec.stop_token_ids = st.context->tok->end_of_generation_ids();
   submit.sampling = params.sampling;
+  submit.constraint = std::move(params.constraint);
   st.max_tokens = params.max_tokens;
 
   self->set_down_handler([self](caf::down_msg& down) {

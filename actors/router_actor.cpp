@@ -138,6 +138,8 @@ std::string adopt_card(router_actor* self, const model_card& card) {
   context->tok = tok;
   context->chat = std::make_shared<const chat_template>(
       card.has_chat_template ? std::optional<std::string>(card.chat_template) : std::nullopt);
+  // The gateway compiles a request's constraint only to refuse a bad one at once; the node compiles again.
+  context->constraints = std::make_shared<const constraint_compiler>(*tok, tok->vocab_size());
   context->max_model_len = card.context_length;
   context->router = caf::actor_cast<caf::actor>(self);
   context->prefix_block_size = std::max(1, card.block_size);

@@ -55,7 +55,8 @@ struct scheduler_state {
   // ends when a step completes and no new one follows.
   bool busy = false;
   clock::time_point busy_since;
-  double loop_seconds = 0, forward_seconds = 0, sampling_seconds = 0;
+  double loop_seconds = 0, forward_seconds = 0, sampling_seconds = 0, constraint_seconds = 0;
+  int64_t constrained_samples = 0;
   int64_t executed_steps = 0;
   static inline const char* name = "inflight.scheduler";
 };
@@ -72,7 +73,8 @@ void flush_updates(scheduler_actor* self) {
   self->send(st.kv_manager, st.updates);
 }
 
-// Sends each event to its request actor; a final event forgets the requester.
+// Sends each event to its request actor; a final event forgets the requester. An error event says `error`,
+// or, for a sequence the executor failed alone, why.
 void deliver(scheduler_actor* self, const step_result* result, const std::string& error) {
   scheduler_state& st = self->state;
   for (const sequence_event& event : st.events) {
@@ -88,7 +90,13 @@ void deliver(scheduler_actor* self, const step_result* result, const std::string
         message.sample = result->samples[row->second];
       }
     }
-    if (event.finished == finish_reason::error) message.error = error;
+    if (event.finished == finish_reason::error) {
+      message.error = error;
+      if (result) {
+        for (const sequence_failure& failure : result->failed)
+          if (failure.id == event.id) message.error = failure.message;
+      }
+    }
     self->send(found->second, std::move(message));
     if (event.finished != finish_reason::none) {
       st.sequence_of.erase(found->second.address());
@@ -202,6 +210,8 @@ void on_result(scheduler_actor* self, const step_result& result) {
   st.speculation_deferred = false;
   st.forward_seconds += result.forward_seconds;
   st.sampling_seconds += result.sampling_seconds;
+  st.constraint_seconds += result.constraint_seconds;
+  st.constrained_samples += result.constrained_samples;
   ++st.executed_steps;
   if (!result.error.empty()) {
     // The step failed: so do its sequences (the others keep going). Their blocks are released with them;
@@ -210,6 +220,8 @@ void on_result(scheduler_actor* self, const step_result& result) {
     st.policy->take_events(st.events);
     deliver(self, nullptr, result.error);
   } else {
+    // Sequences the executor could not sample end first, so that apply() passes over their rows.
+    for (const sequence_failure& failure : result.failed) st.policy->end(failure.id, finish_reason::error);
     st.sample_row.clear();
     if (!result.samples.empty()) {
       size_t row = 0;
@@ -266,7 +278,7 @@ caf::behavior scheduler(scheduler_actor* self, scheduler_config config, int32_t 
         scheduler_state& st = self->state;
         if (!admitted(self)) return int32_t(submit_status::unavailable);
         if (!st.failure.empty()) return int32_t(submit_status::unavailable);
-        sampler_setup setup{submit.spec.id, submit.sampling, submit.spec.prompt};
+        sampler_setup setup{submit.spec.id, submit.sampling, submit.spec.prompt, submit.constraint};
         const sequence_id id = submit.spec.id;
         const submit_status status = st.policy->submit(std::move(submit.spec));
         if (status == submit_status::accepted) {
@@ -308,6 +320,8 @@ caf::behavior scheduler(scheduler_actor* self, scheduler_config config, int32_t 
         if (st.busy) report.loop_seconds += std::chrono::duration<double>(clock::now() - st.busy_since).count();
         report.forward_seconds = st.forward_seconds;
         report.sampling_seconds = st.sampling_seconds;
+        report.constraint_seconds = st.constraint_seconds;
+        report.constrained_samples = st.constrained_samples;
         report.executed_steps = st.executed_steps;
         report.failure = st.failure;
         return report;

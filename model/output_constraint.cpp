@@ -59,6 +59,18 @@ xgrammar::TokenizerInfo make_tokenizer_info(const tokenizer& tok, int32_t vocab_
 // A JSON object with any members: OpenAI's json_object. (xgrammar's built-in JSON grammar takes arrays too.)
 constexpr const char* any_object_schema = R"({"type": "object"})";
 
+// xgrammar's messages start with a timestamp and its source position ("[03:50:38] /path/grammar_parser.cc:820:
+// EBNF parser error at ..."): the client gets the part after them.
+std::string client_message(std::string message) {
+  if (!message.empty() && message.front() == '[') {
+    const size_t source = message.find(".cc:");
+    const size_t after = source == std::string::npos ? std::string::npos : message.find(": ", source + 4);
+    if (after != std::string::npos) message.erase(0, after + 2);
+  }
+  while (!message.empty() && (message.back() == '\n' || message.back() == ' ')) message.pop_back();
+  return message;
+}
+
 }  // namespace
 
 struct constraint_compiler::impl {
@@ -99,7 +111,7 @@ std::shared_ptr<const compiled_constraint> constraint_compiler::compile(const ou
   try {
     return std::make_shared<const compiled_constraint>(impl_->compile(constraint), impl_->mask_words);
   } catch (const std::exception& error) {
-    throw std::invalid_argument(std::string("invalid ") + to_string(constraint.type) + ": " + error.what());
+    throw std::invalid_argument(std::string("invalid ") + to_string(constraint.type) + ": " + client_message(error.what()));
   }
 }
 

@@ -5,6 +5,8 @@
 
 #include <simdjson.h>
 
+#include "structured_output_request.hpp"
+
 #include <cmath>
 #include <limits>
 #include <optional>
@@ -231,6 +233,7 @@ std::optional<api_error> read_field(endpoint kind, std::string_view key, value& 
   if (key == "ignore_eos") return read_bool(v, name, out.params.ignore_eos);
   if (key == "stream") return read_bool(v, name, out.stream);
   if (key == "user") return read_string(v, name, out.user);
+  if (is_structured_output_field(key)) return read_structured_output_field(key, v, out.params.constraint);
   if (key == "top_logprobs") return read_integer(v, name, raw.top_logprobs);
   if (key == "logprobs") {
     // Completions: how many alternatives (0..5); chat: a flag, with top_logprobs for the count.

@@ -93,6 +93,10 @@ std::string server_metrics::render() const {
   metric(out, "inflight_generation_tokens_total", "counter", "Tokens generated.", double(e.generated_tokens));
   metric(out, "inflight_preemptions_total", "counter", "Sequences preempted for lack of KV blocks.", double(e.preemptions));
   metric(out, "inflight_engine_steps_total", "counter", "Engine steps run.", double(e.steps));
+  metric(out, "inflight_constrained_samples_total", "counter", "Tokens sampled under a structured-output constraint.",
+         double(e.constrained_samples));
+  metric(out, "inflight_constraint_mask_seconds_total", "counter",
+         "Time spent computing and applying structured-output token masks.", e.constraint_seconds);
   // Empty until the first snapshot arrives (no bounds yet): rendered only once they exist.
   if (!e.queue_time_seconds.counts.empty())
     render_histogram(out, e.queue_time_seconds, "inflight_request_queue_time_seconds",

@@ -24,7 +24,7 @@ esac
 # Each selection is a list of suites (executables whose doctest cases ctest runs as SUITE/case).
 unit_suites=(test_gguf test_tokenizer test_detokenizer test_chat_template test_sampling test_stop_matcher
              test_request_output test_scheduler test_kv_cache_manager test_routing_policy test_cluster_auth
-             test_atomic_file test_config_file test_openai_request test_openai_response test_http_server test_server_limits
+             test_atomic_file test_config_file test_output_constraint test_structured_output_request test_openai_request test_openai_response test_http_server test_server_limits
              test_server_faults test_engine_faults)
 fuzz_replays=(fuzz_openai_request fuzz_gguf fuzz_tokenizer fuzz_chat_template fuzz_http_session fuzz_websocket
               fuzz_config)

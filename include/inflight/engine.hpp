@@ -44,6 +44,10 @@ struct generation_params {
   bool detokenize = true;
   std::optional<std::chrono::milliseconds> timeout;  // deadline, counted from submit
   int32_t priority = 0;  // lower runs first
+  // Structured output (output_constraint.hpp): the output is a JSON object, JSON valid for a schema, a
+  // string of a grammar or a match of a regex. A constraint that does not compile is refused as an invalid
+  // request; it cannot be combined with ignore_eos (the output ends where the constraint completes).
+  output_constraint constraint;
 };
 
 // One generated token and the text it released (empty while a UTF-8 character or a possible stop string is
@@ -113,6 +117,9 @@ struct engine_stats {
   // Time from the executor's view: loop_seconds is wall time between the start of the first step and the
   // end of the last one while the engine was busy (idle gaps excluded); forward and sampling are inside it.
   double loop_seconds = 0, forward_seconds = 0, sampling_seconds = 0;
+  // Structured output: time spent on token masks (inside sampling_seconds) and the samples they narrowed.
+  double constraint_seconds = 0;
+  int64_t constrained_samples = 0;
   // Share of the busy loop not spent in the forward pass: scheduling, messaging, sampling, detokenizing.
   double overhead_share() const { return loop_seconds > 0 ? 1.0 - forward_seconds / loop_seconds : 0.0; }
   // Non-empty: the engine has failed (its KV manager or executor stopped) and refuses new requests.

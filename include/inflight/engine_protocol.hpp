@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "inflight/output_constraint.hpp"
 #include "inflight/sampling.hpp"
 
 namespace inflight::engine {
@@ -131,6 +132,7 @@ struct token_event {
 struct sequence_submit {
   sequence_spec spec;
   sampling_params sampling;
+  output_constraint constraint;  // structured output, as the request gave it (the executor compiles it)
 };
 
 // scheduler -> executor: a sequence's sampler (params, seed, the prompt for the repetition penalty) before
@@ -139,6 +141,14 @@ struct sampler_setup {
   sequence_id id = 0;
   sampling_params sampling;
   std::vector<int32_t> prompt;
+  output_constraint constraint;
+};
+
+// A sequence the executor could not sample in a step, though the step itself ran (its constraint would not
+// compile, or allowed no token): the scheduler ends it with an error, the others go on.
+struct sequence_failure {
+  sequence_id id = 0;
+  std::string message;
 };
 
 // What the executor sends back for one plan: one sampled token per chunk with logits, in plan order.
@@ -148,7 +158,10 @@ struct step_result {
   std::vector<sample_result> samples;  // parallel to `sampled` when any sequence asked for logprobs, else empty
   double forward_seconds = 0;          // backend forward pass
   double sampling_seconds = 0;         // logits -> tokens
+  double constraint_seconds = 0;       // of which structured output's token masks (fill and apply)
+  int32_t constrained_samples = 0;     // rows sampled under a constraint
   std::string error;                   // non-empty: the step failed; every sequence in it is failed
+  std::vector<sequence_failure> failed;  // sequences failed alone (their `sampled` entry is -1)
 };
 
 }  // namespace inflight::engine

@@ -49,6 +49,18 @@ typename Inspector::result_type inspect(Inspector& f, sampling_params& x) {
            x.logprobs, restore_seed);
 }
 
+// The kind travels as its number; an unknown one (a newer peer) is refused on load.
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, output_constraint& x) {
+  uint8_t kind = uint8_t(x.type);
+  auto restore_kind = caf::meta::load_callback([&]() -> caf::error {
+    if (kind > uint8_t(output_constraint::kind::regex)) return caf::make_error(caf::sec::invalid_argument);
+    x.type = output_constraint::kind(kind);
+    return caf::none;
+  });
+  return f(caf::meta::type_name("inflight::output_constraint"), kind, x.text, restore_kind);
+}
+
 }  // namespace inflight
 
 namespace inflight::engine {
@@ -100,18 +112,23 @@ typename Inspector::result_type inspect(Inspector& f, token_event& x) {
 
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, sequence_submit& x) {
-  return f(caf::meta::type_name("inflight::engine::sequence_submit"), x.spec, x.sampling);
+  return f(caf::meta::type_name("inflight::engine::sequence_submit"), x.spec, x.sampling, x.constraint);
 }
 
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, sampler_setup& x) {
-  return f(caf::meta::type_name("inflight::engine::sampler_setup"), x.id, x.sampling, x.prompt);
+  return f(caf::meta::type_name("inflight::engine::sampler_setup"), x.id, x.sampling, x.prompt, x.constraint);
+}
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, sequence_failure& x) {
+  return f(caf::meta::type_name("inflight::engine::sequence_failure"), x.id, x.message);
 }
 
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, step_result& x) {
   return f(caf::meta::type_name("inflight::engine::step_result"), x.step, x.sampled, x.samples, x.forward_seconds,
-           x.sampling_seconds, x.error);
+           x.sampling_seconds, x.constraint_seconds, x.constrained_samples, x.error, x.failed);
 }
 
 }  // namespace inflight::engine
