@@ -37,6 +37,7 @@ engine_actors spawn_engine_actors(caf::actor_system& system, std::unique_ptr<bac
   actors.block_size = kv.block_size;
   actors.kv_manager = spawn_kv_manager(system, kv.num_blocks, kv.block_size, options.prefix_caching);
   actors.constraints = std::make_shared<const constraint_compiler>(tok, model->config().vocab_size);
+  actors.device_sampling = model->samples_on_device();
   actors.executor = spawn_executor(system, std::shared_ptr<backend>(std::move(model)), actors.constraints);
   actors.scheduler = spawn_scheduler(system, sched, kv.block_size, kv.num_blocks, options.pipelining, actors.kv_manager,
                                      actors.executor, std::move(gate));

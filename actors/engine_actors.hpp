@@ -131,6 +131,7 @@ struct engine_actors {
   // The executor's, shared with the request actors, which compile a request's constraint first (so that
   // a bad one is refused before it runs, and the executor finds it compiled).
   std::shared_ptr<const constraint_compiler> constraints;
+  bool device_sampling = false;  // the backend samples on its device, which takes no token masks yet
 };
 // Throws std::invalid_argument for unusable options or a tokenizer that does not fit the model.
 engine_actors spawn_engine_actors(caf::actor_system& system, std::unique_ptr<backend> model, const tokenizer& tok,
@@ -146,6 +147,7 @@ struct request_context {
   std::shared_ptr<const tokenizer> tok;
   std::shared_ptr<const chat_template> chat;
   std::shared_ptr<const constraint_compiler> constraints;  // checks structured-output constraints
+  bool constraints_supported = true;  // false: the engine's backend samples on its device (no token masks)
   int32_t max_model_len = 0;
   caf::actor scheduler;
   caf::actor router;

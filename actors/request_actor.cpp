@@ -157,6 +157,9 @@ std::string prepare(const request_context& ctx, const generation_params& params,
   if (params.constraint.active()) {
     if (params.ignore_eos) return "ignore_eos cannot be combined with a constrained output (it ends where the constraint is complete)";
     if (!ctx.constraints) return "structured output is not available";
+    if (!ctx.constraints_supported)
+      return "structured output is not supported by this engine's backend yet (the CUDA backend samples on the GPU "
+             "and takes no token masks)";
     try {
       (void)ctx.constraints->compile(params.constraint);  // the executor then finds it in the compiler's cache
     } catch (const std::invalid_argument& error) {

@@ -585,6 +585,19 @@ TEST_CASE("a backend that samples on its device gets the same tokens, logprobs a
   }
 }
 
+TEST_CASE("a backend that samples on its device refuses structured output with a clear invalid request") {
+  auto calls = std::make_shared<self_sampling_backend::call_counts>();
+  auto on_device = inference_engine::create(std::make_unique<self_sampling_backend>(make_backend(), calls), model().tok,
+                                            chat_template::from_gguf(*model().file), engine_options{});
+  generation_params params = greedy({1000, 2000, 3000}, 5, false);
+  params.constraint = {output_constraint::kind::json_object, ""};
+  const auto refused = run_all(*on_device, {params})[0];
+  CHECK(refused->result.error == request_error::invalid_request);
+  CHECK(refused->result.message.find("not supported") != std::string::npos);
+  CHECK(calls->added == 0);  // it never reached the executor
+  check_drained(*on_device);
+}
+
 TEST_CASE("detokenize off: token ids without text, and stop strings refused") {
   auto eng = make_engine();
   generation_params params = greedy({1000, 2000, 3000}, 5);
