@@ -135,6 +135,18 @@ awaitable<bool> completion_exchange(server_state& server, beast::tcp_stream& str
       std::string(kind == endpoint::completions ? "cmpl-" : "chatcmpl-") + std::to_string(++server.next_response_id);
   const response_meta meta{id, int64_t(std::time(nullptr)), model_name};
   std::string chunk;
+  // Tool calls (chat with tools): auto streams text until a call may start and holds the rest; required and
+  // named hold everything. Each finished choice's output is then parsed into calls (tool_calls.hpp).
+  const tool_spec& tools = req.tools;
+  std::vector<tool_text_splitter> splitters(tools.active() ? num_choices : 0);
+  std::vector<std::vector<tool_call>> calls(num_choices);
+  int64_t next_call = 0;
+  const auto parse_calls = [&](size_t c) -> std::string {  // the choice's content beside its calls
+    const auto parsed = parse_tool_output(tools, texts[c], [&] { return id + "-call-" + std::to_string(++next_call); });
+    if (!parsed) return texts[c];
+    calls[c] = parsed->calls;
+    return parsed->content;
+  };
 
   // Streams SSE data lines; returns false when the client is gone.
   auto write_event = [&](std::string_view json) -> awaitable<bool> {
@@ -205,10 +217,36 @@ awaitable<bool> completion_exchange(server_state& server, beast::tcp_stream& str
         server.cancel_all(ids);
         continue;
       }
+      std::string text = event.final ? std::string() : std::move(event.text);
+      if (tools.active()) {
+        if (!event.final) {
+          // Auto: what cannot start a call goes out now; required and named: nothing until the end.
+          text = tools.mode == tool_mode::automatic ? splitters[c].feed(text) : std::string();
+          if (text.empty()) continue;  // held (its logprobs go out with the text they belong to)
+        } else {
+          // The held text decides: calls (one chunk for them), or text after all (sent before the finish).
+          // (With calls, the text streamed before them was the content; what the model wrote around the
+          // blocks after the first one is dropped from a stream.)
+          const std::string held = tools.mode == tool_mode::automatic ? splitters[c].held() : texts[c];
+          parse_calls(c);
+          const bool any_calls = !calls[c].empty();
+          const std::string rest = any_calls ? std::string() : held;
+          if (any_calls || !rest.empty()) {
+            logprobs[c].samples = samples[c];
+            choice_output pending{event.index, rest, engine::finish_reason::none, want_logprobs ? &logprobs[c] : nullptr,
+                                  calls[c]};
+            chunk.clear();
+            write_chunk(chunk, kind, meta, pending, !started[c]);
+            samples[c].clear();
+            started[c] = true;
+            if (!co_await write_event(chunk)) client_gone = true;
+          }
+        }
+      }
       logprobs[c].samples = samples[c];
-      choice_output out{event.index, event.final ? std::string_view() : std::string_view(event.text),
-                        event.final ? event.result.reason : engine::finish_reason::none,
+      choice_output out{event.index, text, event.final ? event.result.reason : engine::finish_reason::none,
                         want_logprobs ? &logprobs[c] : nullptr};
+      out.finished_with_tool_calls = !calls[c].empty();
       chunk.clear();
       write_chunk(chunk, kind, meta, out, !started[c]);
       samples[c].clear();
@@ -248,9 +286,12 @@ awaitable<bool> completion_exchange(server_state& server, beast::tcp_stream& str
     co_return !ec;
   }
   std::vector<choice_output> choices;
+  std::vector<std::string> contents(num_choices);
   for (size_t c = 0; c < num_choices; ++c) {
     logprobs[c].samples = samples[c];
-    choices.push_back({int32_t(c), texts[c], finals[c].reason, want_logprobs ? &logprobs[c] : nullptr});
+    contents[c] = tools.active() ? parse_calls(c) : std::move(texts[c]);
+    choices.push_back({int32_t(c), contents[c], finals[c].reason, want_logprobs ? &logprobs[c] : nullptr, calls[c],
+                       !calls[c].empty()});
   }
   std::string body;
   write_response(body, kind, meta, choices, usage);

@@ -6,7 +6,9 @@
 //   model, prompt (string | [string] | [int] | [[int]]), messages ([{role, content: string | [{type:"text",
 //   text}]}]), max_tokens / max_completion_tokens, temperature, top_p, top_k, min_p, presence_penalty,
 //   frequency_penalty, repetition_penalty, seed, stop (string | [string]), n, logprobs (completions: int
-//   0..5; chat: bool, with top_logprobs), ignore_eos, user, stream, stream_options.include_usage.
+//   0..5; chat: bool, with top_logprobs), ignore_eos, user, stream, stream_options.include_usage; the
+//   structured-output fields (structured_output_request.hpp); tools, tool_choice, parallel_tool_calls and
+//   the messages' tool_calls and tool results (tool_calls.hpp).
 #pragma once
 
 #include <cstdint>
@@ -17,6 +19,7 @@
 
 #include "inflight/chat_template.hpp"
 #include "inflight/engine.hpp"
+#include "tool_calls.hpp"
 
 namespace inflight::net {
 
@@ -51,6 +54,9 @@ struct completion_request {
   bool stream = false;
   bool include_usage = false;  // stream_options.include_usage
   std::string user;
+  // Chat only: tools, tool_choice and parallel_tool_calls (tool_calls.hpp). When active, the messages
+  // already hold the tool instructions, and for "required" or a named function params.constraint is set.
+  tool_spec tools;
 };
 
 using parse_result = std::variant<completion_request, api_error>;

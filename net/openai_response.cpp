@@ -22,12 +22,26 @@ void write_header(json_writer& w, endpoint kind, const response_meta& meta, bool
   w.key("model").value(meta.model);
 }
 
-void write_finish(json_writer& w, engine::finish_reason finish) {
+void write_finish(json_writer& w, const choice_output& choice) {
   w.key("finish_reason");
-  if (const char* reason = openai_finish_reason(finish))
+  if (choice.finished_with_tool_calls && choice.finish != engine::finish_reason::none)
+    w.value("tool_calls");
+  else if (const char* reason = openai_finish_reason(choice.finish))
     w.value(reason);
   else
     w.null();
+}
+
+// [{"index"?, "id", "type": "function", "function": {"name", "arguments"}}]; the index in stream deltas only.
+void write_tool_calls(json_writer& w, std::span<const tool_call> calls, bool with_index) {
+  w.key("tool_calls").begin_array();
+  for (size_t i = 0; i < calls.size(); ++i) {
+    w.begin_object();
+    if (with_index) w.key("index").value(int64_t(i));
+    w.key("id").value(calls[i].id).key("type").value("function").key("function").begin_object();
+    w.key("name").value(calls[i].name).key("arguments").value(calls[i].arguments).end_object().end_object();
+  }
+  w.end_array();
 }
 
 void write_usage(json_writer& w, const usage_counts& usage) {
@@ -150,10 +164,14 @@ void write_response(std::string& out, endpoint kind, const response_meta& meta, 
     if (kind == endpoint::completions) {
       w.key("text").value(choice.text);
     } else {
-      w.key("message").begin_object().key("role").value("assistant").key("content").value(choice.text).end_object();
+      w.key("message").begin_object().key("role").value("assistant").key("content");
+      if (choice.text.empty() && !choice.tool_calls.empty()) w.null();
+      else w.value(choice.text);
+      if (!choice.tool_calls.empty()) write_tool_calls(w, choice.tool_calls, false);
+      w.end_object();
     }
     write_choice_logprobs(w, kind, choice.logprobs);
-    write_finish(w, choice.finish);
+    write_finish(w, choice);
     w.end_object();
   }
   w.end_array();
@@ -171,10 +189,12 @@ void write_chunk(std::string& out, endpoint kind, const response_meta& meta, con
   } else {
     w.key("delta").begin_object();
     if (first) w.key("role").value("assistant");
-    w.key("content").value(choice.text).end_object();
+    if (!choice.tool_calls.empty()) write_tool_calls(w, choice.tool_calls, true);
+    else w.key("content").value(choice.text);
+    w.end_object();
   }
   write_choice_logprobs(w, kind, choice.logprobs);
-  write_finish(w, choice.finish);
+  write_finish(w, choice);
   w.end_object().end_array().end_object();
 }
 

@@ -49,6 +49,11 @@ struct choice_output {
   std::string_view text;
   engine::finish_reason finish = engine::finish_reason::none;
   choice_logprobs* logprobs = nullptr;  // null: not asked for (JSON null)
+  // Chat, when the model called tools: the calls (the message's content is then `text`, or null when that
+  // is empty), and whether the finish_reason is "tool_calls" (once `finish` is set): a stream sends the
+  // calls in one chunk and the finish in the next.
+  std::span<const tool_call> tool_calls;
+  bool finished_with_tool_calls = false;
 };
 
 // The "logprobs" value of a choice: completions' {"tokens", "token_logprobs", "top_logprobs", "text_offset"}
@@ -60,12 +65,13 @@ void write_logprobs(std::string& out, endpoint kind, choice_logprobs& logprobs);
 void write_error(std::string& out, const api_error& error);
 
 // A whole non-streaming response: "text_completion" with choices[].text, or "chat.completion" with
-// choices[].message {role: "assistant", content}; both with usage.
+// choices[].message {role: "assistant", content, tool_calls when there are}; both with usage.
 void write_response(std::string& out, endpoint kind, const response_meta& meta, std::span<const choice_output> choices,
                     const usage_counts& usage);
 
 // One streaming chunk for one choice: its new text and, on its last chunk, its finish_reason. Chat chunks
-// carry {"role": "assistant"} in the delta of the first chunk (`first`), as OpenAI's do.
+// carry {"role": "assistant"} in the delta of the first chunk (`first`), as OpenAI's do, and tool calls as
+// delta.tool_calls [{index, id, type, function: {name, arguments}}], each whole in one chunk.
 void write_chunk(std::string& out, endpoint kind, const response_meta& meta, const choice_output& choice, bool first);
 
 // The extra last chunk of stream_options.include_usage: no choices, the request's usage.

@@ -118,6 +118,13 @@ void ws_message(server_state& server, ws_state& state, const std::string& text) 
     return;
   }
   completion_request& req = std::get<completion_request>(parsed);
+  if (req.tools.active()) {
+    // A frame stream has no tool_calls delta yet: refuse rather than stream the calls as plain text.
+    state.outgoing.push_back(ws_error_frame(
+        env.id_json, make_error(400, "tool calls are served over HTTP only: POST /v1/chat/completions",
+                                "invalid_request_error", "tools")));
+    return;
+  }
   if (server.stopping) {
     state.outgoing.push_back(ws_error_frame(env.id_json, make_error(503, "the server is shutting down", "server_error")));
     return;
