@@ -52,7 +52,7 @@ class actor_engine final : public inference_engine {
     context->tok = tok;
     context->chat = std::make_shared<const chat_template>(std::move(chat));
     context->constraints = actors_.constraints;
-    context->constraints_supported = !actors_.device_sampling;
+    context->host_sampling = !actors_.device_sampling;
     context->max_model_len = actors_.max_model_len;
     context->scheduler = actors_.scheduler;
     context_ = std::move(context);

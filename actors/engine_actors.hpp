@@ -147,7 +147,7 @@ struct request_context {
   std::shared_ptr<const tokenizer> tok;
   std::shared_ptr<const chat_template> chat;
   std::shared_ptr<const constraint_compiler> constraints;  // checks structured-output constraints
-  bool constraints_supported = true;  // false: the engine's backend samples on its device (no token masks)
+  bool host_sampling = true;  // false: the engine's backend samples on its device (no token masks, no logit bias)
   int32_t max_model_len = 0;
   caf::actor scheduler;
   caf::actor router;

@@ -154,10 +154,16 @@ std::string prepare(const request_context& ctx, const generation_params& params,
     tokens = ctx.tok->encode(params.prompt, true);
   }
   if (tokens.empty()) return "the prompt is empty";
+  for (const auto& [token, bias] : params.sampling.logit_bias)
+    if (token >= ctx.tok->vocab_size())
+      return "logit_bias token id " + std::to_string(token) + " is out of range (the vocabulary has " +
+             std::to_string(ctx.tok->vocab_size()) + " tokens)";
+  if (!params.sampling.logit_bias.empty() && !ctx.host_sampling)
+    return "logit_bias is not supported by this engine's backend yet (the CUDA backend samples on the GPU)";
   if (params.constraint.active()) {
     if (params.ignore_eos) return "ignore_eos cannot be combined with a constrained output (it ends where the constraint is complete)";
     if (!ctx.constraints) return "structured output is not available";
-    if (!ctx.constraints_supported)
+    if (!ctx.host_sampling)
       return "structured output is not supported by this engine's backend yet (the CUDA backend samples on the GPU "
              "and takes no token masks)";
     try {

@@ -247,6 +247,11 @@ const char* validate(const sampling_params& params) {
   if (params.top_logprobs < 0 || params.top_logprobs > max_top_logprobs) {
     return "top_logprobs must be in [0, 20]";
   }
+  if (params.logit_bias.size() > sampling_params::max_logit_bias) return "logit_bias may hold at most 1024 tokens";
+  for (const auto& [token, bias] : params.logit_bias) {
+    if (token < 0) return "logit_bias token ids must be >= 0";
+    if (!(bias >= -100.0f && bias <= 100.0f)) return "logit_bias values must be in [-100, 100]";
+  }
   return "";
 }
 
@@ -261,7 +266,10 @@ sampler::sampler(const sampling_params& params, int32_t vocab_size)
   assert(vocab_size > 0);
   // Both hold distinct vocab ids, so vocab_size bounds them and push_back never reallocates.
   output_seen_.reserve(static_cast<size_t>(vocab_size));
-  penalized_raw_.reserve(static_cast<size_t>(vocab_size));
+  // Biased ids are saved first and may be saved again by the penalties (raw_logit takes the first).
+  penalized_raw_.reserve(static_cast<size_t>(vocab_size) + params_.logit_bias.size());
+  // Ids the vocabulary does not have are dropped here (the request layer refuses them with a message).
+  std::erase_if(params_.logit_bias, [vocab_size](const auto& entry) { return entry.first >= vocab_size || entry.first < 0; });
 }
 
 void sampler::set_prompt(std::span<const int32_t> prompt_tokens) {
@@ -275,6 +283,10 @@ void sampler::set_prompt(std::span<const int32_t> prompt_tokens) {
 
 void sampler::apply_penalties(float* logits) {
   penalized_raw_.clear();
+  for (const auto& [id, bias] : params_.logit_bias) {
+    penalized_raw_.emplace_back(id, logits[id]);
+    logits[id] += bias;
+  }
   const float repetition = params_.repetition_penalty;
   const float presence = params_.presence_penalty;
   const float frequency = params_.frequency_penalty;

@@ -10,6 +10,7 @@
 #include <cerrno>
 #include <ctime>
 
+#include "inflight/tokenizer.hpp"
 #include "openai_response.hpp"
 
 namespace inflight::net {
@@ -135,6 +136,15 @@ awaitable<bool> completion_exchange(server_state& server, beast::tcp_stream& str
       std::string(kind == endpoint::completions ? "cmpl-" : "chatcmpl-") + std::to_string(++server.next_response_id);
   const response_meta meta{id, int64_t(std::time(nullptr)), model_name};
   std::string chunk;
+  // echo (completions): each choice's text starts with its prompt, as written (or its ids decoded).
+  std::vector<std::string> echoes;
+  if (req.echo) {
+    for (size_t c = 0; c < num_choices; ++c) {
+      const size_t p = c / size_t(req.n);
+      echoes.push_back(p < req.prompt_texts.size() ? req.prompt_texts[p]
+                                                   : model->tok->decode(req.prompt_tokens[p - req.prompt_texts.size()]));
+    }
+  }
   // Tool calls (chat with tools): auto streams text until a call may start and holds the rest; required and
   // named hold everything. Each finished choice's output is then parsed into calls (tool_calls.hpp).
   const tool_spec& tools = req.tools;
@@ -243,10 +253,10 @@ awaitable<bool> completion_exchange(server_state& server, beast::tcp_stream& str
           }
         }
       }
+      if (!echoes.empty() && !started[c]) text.insert(0, echoes[c]);  // the choice's first chunk
       logprobs[c].samples = samples[c];
       choice_output out{event.index, text, event.final ? event.result.reason : engine::finish_reason::none,
-                        want_logprobs ? &logprobs[c] : nullptr};
-      out.finished_with_tool_calls = !calls[c].empty();
+                        want_logprobs ? &logprobs[c] : nullptr, {}, !calls[c].empty()};
       chunk.clear();
       write_chunk(chunk, kind, meta, out, !started[c]);
       samples[c].clear();
@@ -289,7 +299,7 @@ awaitable<bool> completion_exchange(server_state& server, beast::tcp_stream& str
   std::vector<std::string> contents(num_choices);
   for (size_t c = 0; c < num_choices; ++c) {
     logprobs[c].samples = samples[c];
-    contents[c] = tools.active() ? parse_calls(c) : std::move(texts[c]);
+    contents[c] = tools.active() ? parse_calls(c) : echoes.empty() ? std::move(texts[c]) : echoes[c] + texts[c];
     choices.push_back({int32_t(c), contents[c], finals[c].reason, want_logprobs ? &logprobs[c] : nullptr, calls[c],
                        !calls[c].empty()});
   }

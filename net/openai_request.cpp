@@ -5,10 +5,13 @@
 
 #include <simdjson.h>
 
+#include "request_field_policy.hpp"
+#include "request_json.hpp"
 #include "structured_output_request.hpp"
+#include "tool_calls_request.hpp"
 
 #include <algorithm>
-#include <cctype>
+#include <charconv>
 #include <cmath>
 #include <limits>
 #include <optional>
@@ -19,60 +22,6 @@ namespace {
 
 using simdjson::ondemand::json_type;
 using simdjson::ondemand::value;
-
-api_error bad(std::string param, std::string message) {
-  api_error error;
-  error.param = std::move(param);
-  error.message = std::move(message);
-  return error;
-}
-
-api_error wrong_type(const std::string& key, const char* expected) {
-  return bad(key, "'" + key + "' must be " + expected);
-}
-
-// The value's JSON type, or nullopt when the document is malformed at that point.
-std::optional<json_type> type_of(value& v) {
-  json_type type;
-  if (v.type().get(type)) return std::nullopt;
-  return type;
-}
-
-// Readers: return an error for a value of the wrong type; leave `out` untouched for null.
-std::optional<api_error> read_number(value& v, const std::string& key, std::optional<double>& out) {
-  const auto type = type_of(v);
-  if (type == json_type::null) return std::nullopt;
-  double number = 0;
-  if (type != json_type::number || v.get_double().get(number) || !std::isfinite(number))
-    return wrong_type(key, "a number");
-  out = number;
-  return std::nullopt;
-}
-
-std::optional<api_error> read_integer(value& v, const std::string& key, std::optional<int64_t>& out) {
-  const auto type = type_of(v);
-  if (type == json_type::null) return std::nullopt;
-  int64_t number = 0;
-  if (type != json_type::number || v.get_int64().get(number)) return wrong_type(key, "an integer");
-  out = number;
-  return std::nullopt;
-}
-
-std::optional<api_error> read_bool(value& v, const std::string& key, bool& out) {
-  const auto type = type_of(v);
-  if (type == json_type::null) return std::nullopt;
-  if (type != json_type::boolean || v.get_bool().get(out)) return wrong_type(key, "a boolean");
-  return std::nullopt;
-}
-
-std::optional<api_error> read_string(value& v, const std::string& key, std::string& out) {
-  const auto type = type_of(v);
-  if (type == json_type::null) return std::nullopt;
-  std::string_view text;
-  if (type != json_type::string || v.get_string().get(text)) return wrong_type(key, "a string");
-  out.assign(text);
-  return std::nullopt;
-}
 
 std::optional<api_error> read_token_ids(simdjson::ondemand::array array, const std::string& key,
                                         std::vector<int32_t>& out) {
@@ -155,41 +104,6 @@ std::optional<api_error> read_content(value& v, std::string& out) {
   return std::nullopt;
 }
 
-// An assistant message's tool_calls: [{"id", "type": "function", "function": {"name", "arguments"}}]
-std::optional<api_error> read_message_tool_calls(value& v, std::vector<tool_call>& out) {
-  if (type_of(v) == json_type::null) return std::nullopt;
-  simdjson::ondemand::array calls;
-  if (v.get_array().get(calls)) return bad("messages", "a message's 'tool_calls' must be an array");
-  for (auto element : calls) {
-    simdjson::ondemand::object call;
-    if (element.get_object().get(call)) return bad("messages", "each of 'tool_calls' must be an object");
-    tool_call parsed;
-    for (auto field : call) {
-      std::string_view key;
-      value item;
-      if (field.unescaped_key().get(key) || field.value().get(item)) return bad("messages", "'messages' is not valid JSON");
-      if (key == "id") {
-        if (auto error = read_string(item, "messages", parsed.id)) return error;
-      } else if (key == "function") {
-        simdjson::ondemand::object function;
-        if (item.get_object().get(function)) return bad("messages", "a tool call's 'function' must be an object");
-        for (auto member : function) {
-          std::string_view name;
-          value member_value;
-          if (member.unescaped_key().get(name) || member.value().get(member_value))
-            return bad("messages", "'messages' is not valid JSON");
-          if (name == "name" && read_string(member_value, "messages", parsed.name))
-            return bad("messages", "a tool call's function 'name' must be a string");
-          if (name == "arguments" && read_string(member_value, "messages", parsed.arguments))
-            return bad("messages", "a tool call's 'arguments' must be a string holding JSON");
-        }
-      }
-    }
-    if (parsed.name.empty()) return bad("messages", "each of 'tool_calls' needs a function name");
-    out.push_back(std::move(parsed));
-  }
-  return std::nullopt;
-}
 
 std::optional<api_error> read_messages(value& v, std::vector<chat_message>& out) {
   simdjson::ondemand::array array;
@@ -252,128 +166,40 @@ struct raw_fields {
   std::optional<double> temperature, top_p, min_p, presence_penalty, frequency_penalty, repetition_penalty;
   bool logprobs_flag = false;
   bool has_prompt = false, has_messages = false;
-  bool has_tools = false;
-  std::optional<std::string> tool_choice;  // "none" | "auto" | "required" | "function:NAME"
+  tool_fields tools;
+  std::optional<int64_t> max_completion_tokens, best_of;
+  bool has_stream_options = false;
 };
 
-// tools: [{"type": "function", "function": {"name", "description", "parameters", "strict"}}]
-std::optional<api_error> read_tools(value& v, std::vector<tool_function>& out) {
+// logit_bias: {"token id": bias, ...}, OpenAI's form (the ids as strings); a repeated id takes the last value.
+std::optional<api_error> read_logit_bias(value& v, std::vector<std::pair<int32_t, float>>& out) {
   if (type_of(v) == json_type::null) return std::nullopt;
-  simdjson::ondemand::array tools;
-  if (v.get_array().get(tools)) return wrong_type("tools", "an array of tools");
-  for (auto element : tools) {
-    simdjson::ondemand::object tool;
-    if (element.get_object().get(tool)) return bad("tools", "each tool must be an object");
-    tool_function parsed;
-    std::string type;
-    for (auto field : tool) {
-      std::string_view key;
-      value item;
-      if (field.unescaped_key().get(key) || field.value().get(item)) return bad("tools", "'tools' is not valid JSON");
-      if (key == "type") {
-        if (auto error = read_string(item, "tools", type)) return error;
-      } else if (key == "function") {
-        simdjson::ondemand::object function;
-        if (item.get_object().get(function)) return bad("tools", "a tool's 'function' must be an object");
-        for (auto member : function) {
-          std::string_view name;
-          value member_value;
-          if (member.unescaped_key().get(name) || member.value().get(member_value)) return bad("tools", "'tools' is not valid JSON");
-          if (name == "name") {
-            if (auto error = read_string(member_value, "tools", parsed.name)) return error;
-          } else if (name == "description") {
-            if (auto error = read_string(member_value, "tools", parsed.description)) return error;
-          } else if (name == "parameters") {
-            simdjson::ondemand::object parameters;
-            std::string_view text;
-            if (member_value.get_object().get(parameters) || parameters.raw_json().get(text))
-              return bad("tools", "a function's 'parameters' must be a JSON Schema object");
-            parsed.parameters.assign(text);
-          }  // strict: the arguments are always held to the schema when a call is required
-        }
-      }
-    }
-    if (type != "function") return bad("tools", "only tools of type 'function' are supported");
-    const bool valid_name = !parsed.name.empty() && parsed.name.size() <= 64 &&
-                            std::all_of(parsed.name.begin(), parsed.name.end(), [](char c) {
-                              return std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '-';
-                            });
-    if (!valid_name) return bad("tools", "a function's 'name' must be 1 to 64 letters, digits, '_' or '-'");
-    for (const tool_function& earlier : out)
-      if (earlier.name == parsed.name) return bad("tools", "two tools are named '" + parsed.name + "'");
-    out.push_back(std::move(parsed));
-  }
-  return std::nullopt;
-}
-
-// tool_choice: "none" | "auto" | "required" | {"type": "function", "function": {"name": NAME}}
-std::optional<api_error> read_tool_choice(value& v, std::optional<std::string>& out) {
-  const auto type = type_of(v);
-  if (type == json_type::null) return std::nullopt;
-  if (type == json_type::string) {
-    std::string choice;
-    if (auto error = read_string(v, "tool_choice", choice)) return error;
-    if (choice != "none" && choice != "auto" && choice != "required")
-      return bad("tool_choice", "'tool_choice' must be 'none', 'auto', 'required' or a function");
-    out = choice;
-    return std::nullopt;
-  }
   simdjson::ondemand::object object;
-  if (v.get_object().get(object)) return wrong_type("tool_choice", "a string or an object");
-  std::string name;
+  if (v.get_object().get(object)) return wrong_type("logit_bias", "an object mapping token ids to biases");
   for (auto field : object) {
     std::string_view key;
     value item;
-    if (field.unescaped_key().get(key) || field.value().get(item)) return bad("tool_choice", "'tool_choice' is not valid JSON");
-    if (key != "function") continue;
-    simdjson::ondemand::object function;
-    std::string_view text;
-    if (item.get_object().get(function) || function["name"].get_string().get(text))
-      return bad("tool_choice", "'tool_choice' must name a function: {\"type\": \"function\", \"function\": {\"name\": ...}}");
-    name.assign(text);
+    if (field.unescaped_key().get(key) || field.value().get(item)) return bad("logit_bias", "'logit_bias' is not valid JSON");
+    int32_t token = -1;
+    const auto [end, error] = std::from_chars(key.data(), key.data() + key.size(), token);
+    if (error != std::errc() || end != key.data() + key.size() || token < 0)
+      return bad("logit_bias", "'logit_bias' keys must be token ids (e.g. \"42\"), got '" + std::string(key) + "'");
+    double bias = 0;
+    if (type_of(item) != json_type::number || item.get_double().get(bias))
+      return bad("logit_bias", "'logit_bias' values must be numbers in [-100, 100]");
+    if (out.size() == sampling_params::max_logit_bias)
+      return bad("logit_bias", "'logit_bias' may hold at most " + std::to_string(sampling_params::max_logit_bias) + " tokens");
+    out.emplace_back(token, float(bias));
   }
-  if (name.empty()) return bad("tool_choice", "'tool_choice' must name a function");
-  out = "function:" + name;
+  // One entry per id, the last one given (a stable sort keeps each id's entries in the order given).
+  std::stable_sort(out.begin(), out.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
+  std::vector<std::pair<int32_t, float>> distinct;
+  for (size_t i = 0; i < out.size(); ++i)
+    if (i + 1 == out.size() || out[i + 1].first != out[i].first) distinct.push_back(out[i]);
+  out = std::move(distinct);
   return std::nullopt;
 }
 
-// Tools resolved after every field is read: the mode, the checks, the instructions in the messages, and
-// the constraint of a required call.
-std::optional<api_error> finish_tools(endpoint kind, raw_fields& raw, completion_request& out) {
-  tool_spec& tools = out.tools;
-  if (!raw.has_tools && !raw.tool_choice) return std::nullopt;
-  if (kind != endpoint::chat_completions) return bad("tools", "tools are supported on /v1/chat/completions only");
-  const std::string choice = raw.tool_choice.value_or(tools.functions.empty() ? "none" : "auto");
-  if (choice == "none") {
-    tools.mode = tool_mode::none;
-    return std::nullopt;
-  }
-  if (tools.functions.empty()) return bad("tool_choice", "'tool_choice' needs 'tools'");
-  if (choice == "auto") {
-    tools.mode = tool_mode::automatic;
-  } else if (choice == "required") {
-    tools.mode = tool_mode::required;
-  } else {
-    tools.mode = tool_mode::named;
-    tools.named = choice.substr(std::string_view("function:").size());
-    const bool listed = std::any_of(tools.functions.begin(), tools.functions.end(),
-                                    [&](const tool_function& f) { return f.name == tools.named; });
-    if (!listed) return bad("tool_choice", "'tool_choice' names '" + tools.named + "', which is not in 'tools'");
-  }
-  if (tools.mode == tool_mode::required || tools.mode == tool_mode::named) {
-    // The arguments are held to the functions' parameter schemas: each must be one the engine enforces.
-    for (size_t i = 0; i < tools.functions.size(); ++i) {
-      if (tools.mode == tool_mode::named && tools.functions[i].name != tools.named) continue;
-      if (auto error = check_json_schema(tools.functions[i].parameters, "tools[" + std::to_string(i) + "].function.parameters"))
-        return error;
-    }
-    if (out.params.constraint.active())
-      return bad("tool_choice", "a required or named tool call cannot be combined with another output constraint");
-    out.params.constraint = tool_output_constraint(tools);
-  }
-  add_tool_instructions(out.messages, tools);
-  return std::nullopt;
-}
 
 std::optional<api_error> read_field(endpoint kind, std::string_view key, value& v, completion_request& out,
                                     raw_fields& raw) {
@@ -387,7 +213,15 @@ std::optional<api_error> read_field(endpoint kind, std::string_view key, value& 
     raw.has_messages = true;
     return read_messages(v, out.messages);
   }
-  if (key == "max_tokens" || key == "max_completion_tokens") return read_integer(v, name, raw.max_tokens);
+  if (key == "max_tokens") return read_integer(v, name, raw.max_tokens);
+  if (key == "max_completion_tokens") return read_integer(v, name, raw.max_completion_tokens);
+  if (key == "best_of") return read_integer(v, name, raw.best_of);
+  if (key == "logit_bias") return read_logit_bias(v, out.params.sampling.logit_bias);
+  if (key == "echo") {
+    if (auto error = read_bool(v, name, out.echo)) return error;
+    if (out.echo && kind != endpoint::completions) return bad(name, "'echo' is supported on /v1/completions only");
+    return std::nullopt;
+  }
   if (key == "n") return read_integer(v, name, raw.n);
   if (key == "top_k") return read_integer(v, name, raw.top_k);
   if (key == "seed") return read_integer(v, name, raw.seed);
@@ -399,13 +233,14 @@ std::optional<api_error> read_field(endpoint kind, std::string_view key, value& 
   if (key == "repetition_penalty") return read_number(v, name, raw.repetition_penalty);
   if (key == "stop") return read_stop(v, out.params.stop);
   if (key == "ignore_eos") return read_bool(v, name, out.params.ignore_eos);
+  if (key == "skip_special_tokens") return read_bool(v, name, out.params.skip_special_tokens);
   if (key == "stream") return read_bool(v, name, out.stream);
   if (key == "user") return read_string(v, name, out.user);
   if (key == "tools") {
-    raw.has_tools = true;
+    raw.tools.has_tools = true;
     return read_tools(v, out.tools.functions);
   }
-  if (key == "tool_choice") return read_tool_choice(v, raw.tool_choice);
+  if (key == "tool_choice") return read_tool_choice(v, raw.tools.tool_choice);
   if (key == "parallel_tool_calls") return read_bool(v, name, out.tools.parallel);
   if (key == "functions" || key == "function_call")
     return bad(name, "'" + name + "' is OpenAI's deprecated form of tools; use 'tools' and 'tool_choice'");
@@ -418,18 +253,23 @@ std::optional<api_error> read_field(endpoint kind, std::string_view key, value& 
   }
   if (key == "stream_options") {
     if (type_of(v) == json_type::null) return std::nullopt;
+    raw.has_stream_options = true;
     simdjson::ondemand::object options;
     if (v.get_object().get(options)) return wrong_type(name, "an object");
     for (auto field : options) {
       std::string_view option;
       value item;
       if (field.unescaped_key().get(option) || field.value().get(item)) return bad(name, "'stream_options' is not valid JSON");
-      if (option == "include_usage")
-        if (auto error = read_bool(item, "stream_options.include_usage", out.include_usage)) return error;
+      const std::string option_name = "stream_options." + std::string(option);
+      if (option != "include_usage") return bad(option_name, "'" + option_name + "' is not supported (only include_usage)");
+      if (auto error = read_bool(item, option_name, out.include_usage)) return error;
     }
     return std::nullopt;
   }
-  return std::nullopt;  // unknown: ignored, as OpenAI-compatible servers do
+  // What would change the answer and is not honoured is refused (request_field_policy.hpp); the rest of
+  // the fields nobody here reads are ignored, as OpenAI-compatible servers do.
+  bool listed = false;
+  return check_unhonoured_field(key, v, listed);
 }
 
 // Range checks and defaults, after every field is read.
@@ -448,6 +288,12 @@ std::optional<api_error> finish(endpoint kind, raw_fields& raw, completion_reque
     if (!raw.has_messages || out.messages.empty()) return bad("messages", "'messages' must hold at least one message");
   }
 
+  if (raw.max_completion_tokens) {
+    // OpenAI's newer name; both may be sent by a client that fills in either, as long as they agree.
+    if (raw.max_tokens && *raw.max_tokens != *raw.max_completion_tokens)
+      return bad("max_completion_tokens", "'max_tokens' and 'max_completion_tokens' differ; give one of them");
+    raw.max_tokens = raw.max_completion_tokens;
+  }
   if (raw.max_tokens && *raw.max_tokens < 1) return bad("max_tokens", "'max_tokens' must be at least 1");
   if (raw.max_tokens && *raw.max_tokens > std::numeric_limits<int32_t>::max())
     return bad("max_tokens", "'max_tokens' is too large");
@@ -455,6 +301,12 @@ std::optional<api_error> finish(endpoint kind, raw_fields& raw, completion_reque
   if (raw.n && (*raw.n < 1 || *raw.n > limits.max_n))
     return bad("n", "'n' must be between 1 and " + std::to_string(limits.max_n));
   out.n = raw.n ? int32_t(*raw.n) : 1;
+  if (raw.best_of && *raw.best_of < out.n) return bad("best_of", "'best_of' must be at least 'n'");
+  if (raw.best_of && *raw.best_of > out.n)
+    return bad("best_of", "'best_of' larger than 'n' is not supported: extra candidates are not generated and ranked "
+                          "(as in vLLM V1); ask for n choices");
+  if (raw.has_stream_options && !out.stream)
+    return bad("stream_options", "'stream_options' is only allowed with 'stream': true");
   if (out.params.stop.size() > size_t(limits.max_stop))
     return bad("stop", "at most " + std::to_string(limits.max_stop) + " stop strings");
   for (const std::string& stop : out.params.stop)
@@ -473,8 +325,8 @@ std::optional<api_error> finish(endpoint kind, raw_fields& raw, completion_reque
   }
   if (raw.seed) sampling.seed = uint64_t(*raw.seed);
   if (kind == endpoint::completions) {
-    if (raw.logprobs_count && (*raw.logprobs_count < 0 || *raw.logprobs_count > 5))
-      return bad("logprobs", "'logprobs' must be between 0 and 5");
+    if (raw.logprobs_count && (*raw.logprobs_count < 0 || *raw.logprobs_count > max_top_logprobs))
+      return bad("logprobs", "'logprobs' must be between 0 and " + std::to_string(max_top_logprobs));
     if (raw.logprobs_count) {
       sampling.logprobs = true;
       sampling.top_logprobs = int32_t(*raw.logprobs_count);
@@ -491,7 +343,9 @@ std::optional<api_error> finish(endpoint kind, raw_fields& raw, completion_reque
   // The sampling library's own rules; its messages start with the field's name.
   if (const std::string message = validate(sampling); !message.empty())
     return bad(message.substr(0, message.find(' ')), message);
-  return finish_tools(kind, raw, out);
+  if (out.echo && sampling.logprobs)
+    return bad("echo", "'echo' with 'logprobs' is not supported: the prompt's log-probabilities are not computed");
+  return finish_tools(kind, raw.tools, out);
 }
 
 // Calls on_field(key, value) for each member of the body's top-level object; the first error wins.

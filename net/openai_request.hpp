@@ -2,13 +2,15 @@
 // On-Demand), a validated completion_request or an OpenAI-style error out. No Beast and no CAF here, so
 // the unit tests feed it strings; the HTTP and WebSocket layers (serving issue) call it per request.
 //
-// Accepted, as vLLM's OpenAI server accepts them (unknown fields are ignored; null means "not given"):
+// Accepted, as vLLM's OpenAI server accepts them (null means "not given"):
 //   model, prompt (string | [string] | [int] | [[int]]), messages ([{role, content: string | [{type:"text",
-//   text}]}]), max_tokens / max_completion_tokens, temperature, top_p, top_k, min_p, presence_penalty,
-//   frequency_penalty, repetition_penalty, seed, stop (string | [string]), n, logprobs (completions: int
-//   0..5; chat: bool, with top_logprobs), ignore_eos, user, stream, stream_options.include_usage; the
+//   text}]}]), max_tokens / max_completion_tokens (equal when both), temperature, top_p, top_k, min_p,
+//   presence_penalty, frequency_penalty, repetition_penalty, seed, stop (string | [string]), n, best_of
+//   (= n), logprobs (completions: int 0..20; chat: bool, with top_logprobs), logit_bias, echo
+//   (completions), ignore_eos, user, stream, stream_options.include_usage (with stream); the
 //   structured-output fields (structured_output_request.hpp); tools, tool_choice, parallel_tool_calls and
-//   the messages' tool_calls and tool results (tool_calls.hpp).
+//   the messages' tool_calls and tool results (tool_calls.hpp). Fields that would change the answer and
+//   are not honoured are refused (request_field_policy.hpp); any other field is ignored.
 #pragma once
 
 #include <cstdint>
@@ -54,6 +56,7 @@ struct completion_request {
   bool stream = false;
   bool include_usage = false;  // stream_options.include_usage
   std::string user;
+  bool echo = false;  // completions: each choice's text starts with its prompt
   // Chat only: tools, tool_choice and parallel_tool_calls (tool_calls.hpp). When active, the messages
   // already hold the tool instructions, and for "required" or a named function params.constraint is set.
   tool_spec tools;

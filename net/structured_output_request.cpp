@@ -3,19 +3,14 @@
 #include <array>
 #include <functional>
 
+#include "request_json.hpp"
+
 namespace inflight::net {
 
 namespace {
 
 using simdjson::ondemand::json_type;
 using simdjson::ondemand::value;
-
-api_error bad(std::string param, std::string message) {
-  api_error error;
-  error.param = std::move(param);
-  error.message = std::move(message);
-  return error;
-}
 
 // Keywords the grammar engine (xgrammar) enforces. Those it reads but does not enforce (it warns and goes
 // on: not, if/then/else, dependentRequired, dependentSchemas, uniqueItems, contains, minContains,

@@ -118,11 +118,15 @@ void ws_message(server_state& server, ws_state& state, const std::string& text) 
     return;
   }
   completion_request& req = std::get<completion_request>(parsed);
-  if (req.tools.active()) {
-    // A frame stream has no tool_calls delta yet: refuse rather than stream the calls as plain text.
+  // Frames have no tool_calls delta yet, and echo is the HTTP response's: refuse rather than answer
+  // without them.
+  if (req.tools.active() || req.echo) {
+    const bool tools = req.tools.active();
     state.outgoing.push_back(ws_error_frame(
-        env.id_json, make_error(400, "tool calls are served over HTTP only: POST /v1/chat/completions",
-                                "invalid_request_error", "tools")));
+        env.id_json, make_error(400,
+                                tools ? "tool calls are served over HTTP only: POST /v1/chat/completions"
+                                      : "echo is served over HTTP only: POST /v1/completions",
+                                "invalid_request_error", tools ? "tools" : "echo")));
     return;
   }
   if (server.stopping) {

@@ -136,6 +136,10 @@ TEST_CASE("validate rejects each bad field by name") {
       {"frequency_penalty", [](sampling_params& p) { p.frequency_penalty = nan_value; }},
       {"top_logprobs", [](sampling_params& p) { p.top_logprobs = -1; }},
       {"top_logprobs", [](sampling_params& p) { p.top_logprobs = 21; }},
+      {"logit_bias", [](sampling_params& p) { p.logit_bias = {{0, 100.5f}}; }},
+      {"logit_bias", [](sampling_params& p) { p.logit_bias = {{0, nan_value}}; }},
+      {"logit_bias", [](sampling_params& p) { p.logit_bias = {{-1, 1.0f}}; }},
+      {"logit_bias", [](sampling_params& p) { p.logit_bias.assign(sampling_params::max_logit_bias + 1, {0, 1.0f}); }},
   };
   for (const bad_case& c : cases) {
     sampling_params params;
@@ -478,6 +482,39 @@ TEST_CASE("a penalised chosen token still reports its raw logprob") {
     const inflight::sample_result result = s.sample(scratch.data());
     CHECK(result.token == 0);
     CHECK(result.logprob == doctest::Approx(log_softmax(logits, 0)));
+  }
+}
+
+TEST_CASE("logit bias moves the greedy choice, before the penalties, and the logprob stays raw") {
+  const std::vector<float> logits = {2.0f, 1.5f, -3.0f};
+  sampling_params params = greedy_params();
+  params.logit_bias = {{0, -100.0f}};
+  CHECK(greedy_run(params, {}, logits, 2) == std::vector<int32_t>{1, 1});  // banned
+  params.logit_bias = {{2, 100.0f}};
+  CHECK(greedy_run(params, {}, logits, 2) == std::vector<int32_t>{2, 2});  // forced
+  params.logit_bias = {{1, 0.4f}};  // 1.9 < 2.0: not enough
+  CHECK(greedy_run(params, {}, logits, 1) == std::vector<int32_t>{0});
+  params.logit_bias = {{1, 0.6f}};  // 2.1 > 2.0
+  CHECK(greedy_run(params, {}, logits, 1) == std::vector<int32_t>{1});
+  // The bias comes first and the repetition penalty then divides the biased logit: (1.5 + 1.5) / 2 = 1.5 < 2.0.
+  params.logit_bias = {{1, 1.5f}};
+  params.repetition_penalty = 2.0f;
+  CHECK(greedy_run(params, {1}, logits, 1) == std::vector<int32_t>{0});
+  // Ids beyond the vocabulary are dropped (the request layer refuses them first).
+  params = greedy_params();
+  params.logit_bias = {{7, 100.0f}, {2, 100.0f}};
+  CHECK(greedy_run(params, {}, logits, 1) == std::vector<int32_t>{2});
+
+  // Sampled: a banned token is never drawn; the reported logprob is the raw distribution's.
+  sampling_params sampled;
+  sampled.seed = 3;
+  sampled.logit_bias = {{0, -100.0f}};
+  sampler s(sampled, 3);
+  for (int i = 0; i < 200; ++i) {
+    std::vector<float> scratch = logits;
+    const inflight::sample_result result = s.sample(scratch.data());
+    REQUIRE(result.token != 0);
+    CHECK(result.logprob == doctest::Approx(log_softmax(logits, result.token)));
   }
 }
 

@@ -210,7 +210,7 @@ TEST_CASE("a required call cut short by max_tokens is text with finish_reason le
   CHECK(str(choice["message"]["content"]).rfind("[", 0) == 0);  // the start of the calls' JSON
 }
 
-TEST_CASE("WebSocket: a request with tools gets an error frame naming the field") {
+TEST_CASE("WebSocket: a request with tools (or echo) gets an error frame naming the field") {
   test_server server;
   ws_client client(server.port);
   client.send(R"({"id": "t", "messages": [{"role": "user", "content": "hi"}], )" + tools_field + "}");
@@ -224,4 +224,7 @@ TEST_CASE("WebSocket: a request with tools gets an error frame naming the field"
   for (int i = 0; i < 20 && last.find("\"done\"") == std::string::npos && last.find("error") == std::string::npos; ++i)
     last = client.receive();
   CHECK(last.find("error") == std::string::npos);
+  // echo, likewise, is the HTTP response's.
+  client.send(R"({"id": "e", "type": "completion", "prompt": "hi", "echo": true})");
+  CHECK(client.receive().find("\"param\":\"echo\"") != std::string::npos);
 }

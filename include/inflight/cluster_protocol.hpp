@@ -21,8 +21,8 @@
 namespace inflight::cluster {
 
 // Bumped whenever a message that crosses between gateway and node changes (2: sequence_submit carries the
-// request's output constraint).
-constexpr uint32_t protocol_version = 2;
+// request's output constraint; 3: sampling_params carry the logit bias).
+constexpr uint32_t protocol_version = 3;
 
 // What a gateway needs of the model to serve it without the weights: it tokenizes, renders chat
 // templates and detokenizes itself, so only token ids and sampling parameters cross the wire.

@@ -35,18 +35,28 @@ typename Inspector::result_type inspect(Inspector& f, sample_result& x) {
   return f(caf::meta::type_name("inflight::sample_result"), x.token, x.logprob, top, restore_top);
 }
 
-// CAF 0.17 has no std::optional support: the seed travels as (has_seed, seed) and is put back after loading.
+// CAF 0.17 has no std::optional support: the seed travels as (has_seed, seed) and is put back after loading;
+// the logit bias travels as two lists (ids, values), zipped back after loading.
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, sampling_params& x) {
   bool has_seed = x.seed.has_value();
   uint64_t seed = x.seed.value_or(0);
-  auto restore_seed = caf::meta::load_callback([&]() -> caf::error {
+  std::vector<int32_t> bias_ids;
+  std::vector<float> bias_values;
+  for (const auto& [id, value] : x.logit_bias) {
+    bias_ids.push_back(id);
+    bias_values.push_back(value);
+  }
+  auto restore = caf::meta::load_callback([&]() -> caf::error {
     x.seed = has_seed ? std::optional<uint64_t>(seed) : std::nullopt;
+    if (bias_ids.size() != bias_values.size()) return caf::make_error(caf::sec::invalid_argument);
+    x.logit_bias.clear();
+    for (size_t i = 0; i < bias_ids.size(); ++i) x.logit_bias.emplace_back(bias_ids[i], bias_values[i]);
     return caf::none;
   });
   return f(caf::meta::type_name("inflight::sampling_params"), x.temperature, x.top_k, x.top_p, x.min_p,
            x.repetition_penalty, x.presence_penalty, x.frequency_penalty, has_seed, seed, x.top_logprobs,
-           x.logprobs, restore_seed);
+           x.logprobs, bias_ids, bias_values, restore);
 }
 
 // The kind travels as its number; an unknown one (a newer peer) is refused on load.

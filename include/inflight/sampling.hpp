@@ -1,7 +1,7 @@
 // Per-sequence token sampling on the host: penalties, temperature, top-k, top-p, min-p, seeded RNG,
 // and the log-probabilities OpenAI clients ask for.
 //
-// Order of operations (as vLLM): repetition/presence/frequency penalties -> temperature -> top-k ->
+// Order of operations (as vLLM): logit bias -> repetition/presence/frequency penalties -> temperature -> top-k ->
 // top-p -> min-p -> draw. temperature == 0 is greedy (argmax, lowest id on ties, like llama.cpp).
 // Reported log-probabilities are those of the model's raw distribution (log_softmax of the logits
 // before any of the above), which is what vLLM returns by default. Temperatures below 1e-5 count as greedy.
@@ -28,6 +28,11 @@ struct sampling_params {
   std::optional<uint64_t> seed;      // set: reproducible draws for this sequence
   int32_t top_logprobs = 0;          // 0..max_top_logprobs alternatives to report per token
   bool logprobs = false;             // report the chosen token's log-probability
+  // OpenAI's logit_bias: (token id, value in [-100, 100]) added to that token's logit before everything
+  // else (as vLLM does, before the penalties); -100 all but bans a token, 100 all but forces it. Distinct
+  // ids, at most max_logit_bias of them; the ids' range is the caller's to check against the vocabulary.
+  std::vector<std::pair<int32_t, float>> logit_bias;
+  static constexpr size_t max_logit_bias = 1024;
 
   // Below this temperature sampling is greedy, as vLLM does (_SAMPLING_EPS): 1 / T would overflow and a
   // draw could differ from the argmax only between exactly tied logits.
@@ -66,7 +71,7 @@ class sampler {
   const sampling_params& params() const { return params_; }
 
  private:
-  // Applies the penalties to `logits` in place, first saving the raw values it overwrites in
+  // Applies the logit bias and the penalties to `logits` in place, first saving the raw values it overwrites in
   // penalized_raw_, so the chosen token's raw log-probability can still be reported.
   void apply_penalties(float* logits);
   // Top-k -> top-p -> min-p -> draw, on the penalised logits. `weights_hold_raw`: weights_ already

@@ -2,8 +2,9 @@
 
 Usage: cluster_clients_test.py PATH_TO_INFLIGHT
 
-- the `openai` client (completions, chat, streamed chat) and the `websockets` client work through the
-  gateway unchanged, and greedy answers equal those of the single-process `inflight serve`;
+- the `openai` client (completions, chat, streamed chat, logit_bias, a JSON constraint) and the `websockets`
+  client work through the gateway unchanged, and greedy answers equal those of the single-process
+  `inflight serve`;
 - /v1/models, /health and /v1/nodes describe the cluster; both nodes took requests;
 - a third node joins the running gateway (--join), takes its share of concurrent requests (a second node
   joining under its name is refused), and leaves on SIGTERM (drained: exit code 0, listed as down).
@@ -13,6 +14,7 @@ import asyncio
 import concurrent.futures
 import json
 import sys
+import urllib.request
 
 import openai
 import websockets
@@ -37,6 +39,19 @@ def answers(port):
     result["chat"] = chat.choices[0].message.content
     stream = client.chat.completions.create(model=model, messages=CHAT, max_tokens=16, temperature=0, stream=True)
     result["chat_stream"] = "".join(chunk.choices[0].delta.content or "" for chunk in stream if chunk.choices)
+    # Fields that cross to the node inside sampling_params and sequence_submit: the logit bias, a constraint.
+    request = urllib.request.Request(f"http://127.0.0.1:{port}/tokenize", data=json.dumps({"prompt": " London"}).encode(),
+                                     headers={"Content-Type": "application/json"})
+    london = json.load(urllib.request.urlopen(request, timeout=30))["tokens"]
+    assert len(london) == 1, london
+    biased = client.completions.create(model=model, prompt=PROMPTS[0], max_tokens=3, temperature=0,
+                                       logit_bias={str(london[0]): 100})
+    result["logit_bias"] = biased.choices[0].text
+    assert result["logit_bias"] == " London London London", biased
+    constrained = client.chat.completions.create(model=model, messages=CHAT, max_tokens=48, temperature=0,
+                                                 response_format={"type": "json_object"})
+    result["json_object"] = constrained.choices[0].message.content
+    assert isinstance(json.loads(result["json_object"]), dict), constrained
     result["ws"] = asyncio.run(websocket_answers(port))
     return result
 

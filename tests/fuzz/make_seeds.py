@@ -29,12 +29,25 @@ COMPLETION_BODIES = [
      "repetition_penalty": 1.1, "ignore_eos": True, "user": "u", "max_completion_tokens": 4},
     {"prompt": "x", "max_tokens": 7},
     {"prompt": "x", "max_tokens": 14, "stream": True},
+    {"prompt": "Hi", "max_tokens": 3, "echo": True, "best_of": 1, "logit_bias": {"42": -100, "7": 3.5},
+     "skip_special_tokens": False, "suffix": "", "min_tokens": 0, "modalities": ["text"]},
 ]
 CHAT_BODIES = [
     {"model": "m", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 3},
     {"messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": [{"type": "text", "text": "Hi"}]}],
      "stream": True, "logprobs": True, "top_logprobs": 2, "n": 2, "max_tokens": 2},
     {"messages": [{"role": "assistant", "content": None}], "stop": "z", "max_tokens": 7},
+    {"messages": [{"role": "user", "content": "Weather?"},
+                  {"role": "assistant", "content": None, "tool_calls": [
+                      {"id": "c1", "type": "function", "function": {"name": "get_weather", "arguments": "{\"city\": \"Oslo\"}"}}]},
+                  {"role": "tool", "tool_call_id": "c1", "content": "cold"}],
+     "tools": [{"type": "function", "function": {"name": "get_weather", "description": "d",
+                "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}],
+     "tool_choice": "auto", "max_tokens": 8},
+    {"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 24, "parallel_tool_calls": False,
+     "tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}], "tool_choice": "required"},
+    {"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 24, "stream": True,
+     "tools": [{"type": "function", "function": {"name": "f"}}], "tool_choice": {"type": "function", "function": {"name": "f"}}},
 ]
 OTHER_BODIES = [
     {"type": "completion", "id": 1, "prompt": "Hi", "max_tokens": 2},
