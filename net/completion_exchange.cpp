@@ -12,6 +12,7 @@
 
 #include "inflight/tokenizer.hpp"
 #include "openai_response.hpp"
+#include "request_log.hpp"
 
 namespace inflight::net {
 
@@ -82,31 +83,51 @@ awaitable<bool> completion_exchange(server_state& server, beast::tcp_stream& str
   server_metrics& metrics = server.metrics;
   const bool keep_alive = request.keep_alive();
   const clock::time_point started_at = clock::now();
+  // The request's log line, written however the exchange ends (request_log.hpp).
+  request_log_entry log;
+  log.endpoint = kind == endpoint::completions ? "/v1/completions" : "/v1/chat/completions";
+  struct log_at_exit {
+    request_log_format format;
+    request_log_entry& entry;
+    clock::time_point started_at;
+    ~log_at_exit() {
+      entry.total_ms = std::chrono::duration<double, std::milli>(clock::now() - started_at).count();
+      write_request_log(format, entry);
+    }
+  } log_scope{options.request_log, log, started_at};
+  const auto log_refusal = [&log](const api_error& error) {
+    log.status = error.status;
+    log.error = error.message;
+  };
   parse_result parsed = parse_request(kind, request.body(), options.limits);
   if (const auto* error = std::get_if<api_error>(&parsed)) {
+    log_refusal(*error);
     metrics.record_rejection(error->status);
     co_await send_error(server, stream, *error, keep_alive);
     co_return true;
   }
   completion_request& req = std::get<completion_request>(parsed);
+  log.stream = req.stream;
   const std::shared_ptr<const served_model> model = server.model();
   if (!model) {
+    const api_error error = make_error(503, "no engine node has connected to the gateway yet; retry shortly", "server_error");
+    log_refusal(error);
     metrics.record_rejection(503);
-    co_await send_error(server, stream,
-                        make_error(503, "no engine node has connected to the gateway yet; retry shortly", "server_error"),
-                        keep_alive);
+    co_await send_error(server, stream, error, keep_alive);
     co_return true;
   }
   const std::string model_name = server.model_name(*model);
   if (!req.model.empty() && req.model != model_name) {
+    const api_error error = make_error(404, "the model '" + req.model + "' does not exist", "not_found_error", "model");
+    log_refusal(error);
     metrics.record_rejection(404);
-    co_await send_error(server, stream,
-                        make_error(404, "the model '" + req.model + "' does not exist", "not_found_error", "model"),
-                        keep_alive);
+    co_await send_error(server, stream, error, keep_alive);
     co_return true;
   }
   if (server.stopping) {
-    co_await send_error(server, stream, make_error(503, "the server is shutting down", "server_error"), false);
+    const api_error error = make_error(503, "the server is shutting down", "server_error");
+    log_refusal(error);
+    co_await send_error(server, stream, error, false);
     co_return false;
   }
 
@@ -134,6 +155,8 @@ awaitable<bool> completion_exchange(server_state& server, beast::tcp_stream& str
   bool streaming_started = false, client_gone = false, failed_mid_stream = false, any_failed = false;
   const std::string id =
       std::string(kind == endpoint::completions ? "cmpl-" : "chatcmpl-") + std::to_string(++server.next_response_id);
+  log.id = id;
+  log.choices = int(num_choices);
   const response_meta meta{id, int64_t(std::time(nullptr)), model_name};
   std::string chunk;
   // echo (completions): each choice's text starts with its prompt, as written (or its ids decoded).
@@ -194,8 +217,10 @@ awaitable<bool> completion_exchange(server_state& server, beast::tcp_stream& str
         if (event.has_sample) samples[c].push_back(event.sample);
         if (event.text.empty()) continue;  // logprobs only: they go out with the next text
         texts[c] += event.text;
-        if (last_text_at[c] == clock::time_point{})
+        if (last_text_at[c] == clock::time_point{}) {
           metrics.observe_time_to_first_token(std::chrono::duration<double>(event.at - started_at).count());
+          if (log.ttft_ms < 0) log.ttft_ms = std::chrono::duration<double, std::milli>(event.at - started_at).count();
+        }
         else
           metrics.observe_inter_token_latency(std::chrono::duration<double>(event.at - last_text_at[c]).count());
         last_text_at[c] = event.at;
@@ -223,6 +248,7 @@ awaitable<bool> completion_exchange(server_state& server, beast::tcp_stream& str
         // response's other choices stop, and [DONE] follows once they have.
         failed_mid_stream = true;
         metrics.record_finish(engine::finish_reason::error);
+        log.error = engine_error(event.result).message;
         if (!co_await write_event(error_json(engine_error(event.result)))) client_gone = true;
         server.cancel_all(ids);
         continue;
@@ -267,11 +293,19 @@ awaitable<bool> completion_exchange(server_state& server, beast::tcp_stream& str
   }
   server.forget(ids);
   state->finished = true;  // the disconnect watcher stands down
+  for (size_t c = 0; c < num_choices; ++c) {
+    const char* reason = finals[c].error != request_error::none ? "error" : openai_finish_reason(finals[c].reason);
+    log.finish += (c ? "," : "") + std::string(reason ? reason : "-");
+    log.prompt_tokens += c % size_t(req.n) == 0 ? finals[c].prompt_tokens : 0;
+    log.completion_tokens += finals[c].completion_tokens;
+  }
+  if (client_gone && log.error.empty()) log.error = "the client disconnected";
 
   // The first error, if any choice failed before or while generating.
   if (!streaming_started) {
     for (const generation_final& result : finals) {
       if (result.error == request_error::none) continue;
+      log_refusal(engine_error(result));
       metrics.record_rejection(engine_error(result).status);
       co_await send_error(server, stream, engine_error(result), keep_alive);
       co_return !client_gone;

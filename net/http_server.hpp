@@ -38,6 +38,7 @@
 #include <vector>
 
 #include "openai_request.hpp"
+#include "request_log.hpp"
 
 namespace inflight {
 class inference_engine;
@@ -64,6 +65,8 @@ struct server_options {
   // of these (a WebSocket upgrade may pass ?api_key=<key> instead, as browsers cannot set the header).
   std::vector<std::string> api_keys;
   request_limits limits;
+  // One line per request on stderr (request_log.hpp); `off` for none.
+  request_log_format request_log = request_log_format::text;
 };
 
 class http_server {

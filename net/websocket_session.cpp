@@ -20,6 +20,7 @@
 
 #include "json_writer.hpp"
 #include "openai_response.hpp"
+#include "request_log.hpp"
 
 namespace inflight::net {
 
@@ -36,7 +37,31 @@ struct ws_request {
   bool want_logprobs = false;
   std::vector<std::vector<sample_result>> unsent_samples;  // per choice, until its next delta frame
   std::vector<choice_logprobs> logprobs;                   // per choice
+  clock::time_point started_at = clock::now();             // for the request's log line
+  double ttft_ms = -1;
 };
+
+// The request's log line (request_log.hpp), once it has ended.
+void log_ws_request(const server_state& server, const std::string& client_id, const ws_request& request,
+                    const api_error* error) {
+  request_log_entry entry;
+  entry.id = "ws:" + client_id;
+  entry.endpoint = "/v1/ws";
+  entry.status = error ? error->status : 200;
+  entry.stream = true;
+  entry.choices = int(request.finals.size());
+  for (size_t c = 0; c < request.finals.size(); ++c) {
+    const generation_final& final_event = request.finals[c];
+    const char* reason = final_event.error != request_error::none ? "error" : openai_finish_reason(final_event.reason);
+    entry.finish += (c ? "," : "") + std::string(reason ? reason : "-");
+    entry.prompt_tokens += c % size_t(request.n) == 0 ? final_event.prompt_tokens : 0;
+    entry.completion_tokens += final_event.completion_tokens;
+  }
+  entry.ttft_ms = request.ttft_ms;
+  entry.total_ms = std::chrono::duration<double, std::milli>(clock::now() - request.started_at).count();
+  if (error) entry.error = error->message;
+  write_request_log(server.options.request_log, entry);
+}
 
 struct ws_event {
   std::string client_id;  // JSON
@@ -114,6 +139,7 @@ void ws_message(server_state& server, ws_state& state, const std::string& text) 
   const endpoint kind = env.type == ws_envelope::kind::chat ? endpoint::chat_completions : endpoint::completions;
   parse_result parsed = parse_request(kind, text, server.options.limits);
   if (const auto* error = std::get_if<api_error>(&parsed)) {
+    log_ws_request(server, env.id_json, ws_request{}, error);
     state.outgoing.push_back(ws_error_frame(env.id_json, *error));
     return;
   }
@@ -165,6 +191,8 @@ void ws_drain(server_state& server, ws_state& state) {
       std::vector<sample_result>& unsent = request.unsent_samples[size_t(event.index)];
       if (event.has_sample) unsent.push_back(event.sample);
       if (event.text.empty()) continue;  // logprobs only: they go out with the next text
+      if (request.ttft_ms < 0)
+        request.ttft_ms = std::chrono::duration<double, std::milli>(clock::now() - request.started_at).count();
       w.begin_object().key("id").raw(event.client_id);  // as the client wrote it
       w.key("type").value("delta").key("index").value(event.index).key("text").value(event.text);
       if (request.want_logprobs) {
@@ -188,8 +216,11 @@ void ws_drain(server_state& server, ws_state& state) {
     const auto failed = std::find_if(request.finals.begin(), request.finals.end(),
                                      [](const generation_final& f) { return f.error != request_error::none; });
     if (failed != request.finals.end()) {
-      state.outgoing.push_back(ws_error_frame(event.client_id, engine_error(*failed)));
+      const api_error error = engine_error(*failed);
+      log_ws_request(server, event.client_id, request, &error);
+      state.outgoing.push_back(ws_error_frame(event.client_id, error));
     } else {
+      log_ws_request(server, event.client_id, request, nullptr);
       usage_counts usage;
       w.begin_object().key("id").raw(event.client_id);
       w.key("type").value("done").key("choices").begin_array();

@@ -52,6 +52,8 @@ struct test_server {
     engine = inference_engine::create(std::move(model), tok, chat_template::from_gguf(*file), options);
     server_options.port = 0;
     server_options.model_name = "test-model";
+    // The log lines are e2e/request_log's to check; here they would only bury a failure's output.
+    server_options.request_log = net::request_log_format::off;
     server = std::make_unique<net::http_server>(*engine, server_options);
     server->start();
     port = server->port();

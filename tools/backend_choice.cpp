@@ -35,6 +35,7 @@ std::unique_ptr<backend> make_backend(std::shared_ptr<const gguf::gguf_file> fil
   options.max_step_sequences = choice.max_step_sequences;
   options.max_step_tokens = choice.max_step_tokens;
   options.on_load_progress = choice.on_load_progress;
+  options.load_progress_context = choice.load_progress_context;
   return std::make_unique<cpu_backend>(std::move(file), options);
 }
 

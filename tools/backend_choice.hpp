@@ -24,7 +24,8 @@ struct backend_choice {
   bool cuda_graphs = true;           // CUDA: decode steps as CUDA graphs
   int32_t max_step_sequences = 64;
   int32_t max_step_tokens = 512;
-  void (*on_load_progress)(int done, int total, void* context) = nullptr;  // CPU loading only
+  void (*on_load_progress)(int done, int total, void* context) = nullptr;  // CPU loading only (load_progress.hpp)
+  void* load_progress_context = nullptr;
 };
 
 // "cpu" or "cuda": what `auto` resolves to here. Throws usage_error for an unknown device name and

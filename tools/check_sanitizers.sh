@@ -24,12 +24,13 @@ esac
 # Each selection is a list of suites (executables whose doctest cases ctest runs as SUITE/case).
 unit_suites=(test_gguf test_tokenizer test_detokenizer test_chat_template test_sampling test_stop_matcher
              test_request_output test_scheduler test_kv_cache_manager test_routing_policy test_cluster_auth
-             test_atomic_file test_config_file test_output_constraint test_structured_output_request test_openai_request test_openai_response test_http_server test_server_limits
-             test_server_faults test_engine_faults)
+             test_atomic_file test_config_file test_output_constraint test_structured_output_request test_openai_request
+             test_openai_response test_tool_calls test_request_fields test_http_server test_server_limits
+             test_server_faults test_engine_faults test_tool_calls_server test_request_fields_server)
 fuzz_replays=(fuzz_openai_request fuzz_gguf fuzz_tokenizer fuzz_chat_template fuzz_http_session fuzz_websocket
               fuzz_config)
 thread_suites=(test_engine test_engine_faults test_scheduler test_kv_cache_manager test_http_server test_server_faults
-               test_server_limits test_thread_pool)
+               test_server_limits test_thread_pool test_structured_output test_tool_calls_server)
 suites_regex() { local IFS='|'; echo "^($*)/"; }
 
 if [ $mode = thread ]; then

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "backend_choice.hpp"
+#include "load_progress.hpp"
 #include "cli_commands.hpp"
 #include "cli_options.hpp"
 #include "inflight/engine.hpp"
@@ -138,16 +139,6 @@ std::string read_stdin() {
   return text;
 }
 
-// A progress bar on stderr while the weights load, only when a person is watching.
-void draw_progress(int done, int total, void*) {
-  constexpr int width = 30;
-  const int filled = done * width / total;
-  std::fprintf(stderr, "\rloading [%.*s%*s] %d/%d layers", filled, "##############################", width - filled,
-               "", done, total);
-  if (done == total) std::fputs("\r\033[K", stderr);
-  std::fflush(stderr);
-}
-
 using clock = std::chrono::steady_clock;
 
 // One request's output. Called from the engine's threads, one at a time per request; the main thread
@@ -219,8 +210,7 @@ int generate(const generate_options& options) {
 
   backend_choice backend = options.backend;
   backend.max_step_sequences = std::min<int32_t>(options.max_num_seqs, int32_t(requests.size()));
-  if (isatty(STDERR_FILENO)) backend.on_load_progress = draw_progress;
-  auto model = make_backend(file, backend);
+  auto model = load_backend("inflight generate", file, options.model, backend);
   if (options.verbose) std::fprintf(stderr, "%s: %s\n", model->config().name.c_str(), model->describe().c_str());
 
   engine_options engine_config;

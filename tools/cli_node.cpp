@@ -12,6 +12,7 @@
 #include <string_view>
 
 #include "backend_choice.hpp"
+#include "load_progress.hpp"
 #include "cli_commands.hpp"
 #include "cli_options.hpp"
 #include "node_config.hpp"
@@ -51,7 +52,7 @@ int run(const node_settings& settings) {
   auto file = gguf::gguf_file::open(settings.model.path);
   auto tok = tokenizer::from_gguf(*file);
   options.card = describe_model(*file);
-  auto model = make_backend(file, backend_choice_of(settings.model, settings.engine));
+  auto model = load_backend("inflight node", file, settings.model.path, backend_choice_of(settings.model, settings.engine));
   log_line(model->config().name + ", " + model->describe());
   engine_options engine = settings.engine;
   engine.model_name = settings.model_name;

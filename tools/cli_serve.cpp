@@ -12,6 +12,7 @@
 #include <string_view>
 
 #include "backend_choice.hpp"
+#include "load_progress.hpp"
 #include "cli_commands.hpp"
 #include "cli_options.hpp"
 #include "http_server.hpp"
@@ -31,7 +32,7 @@ namespace {
 std::unique_ptr<inference_engine> local_engine(const serve_settings& settings) {
   auto file = gguf::gguf_file::open(settings.model.path);
   auto tok = tokenizer::from_gguf(*file);
-  auto model = make_backend(file, backend_choice_of(settings.model, settings.engine));
+  auto model = load_backend("inflight serve", file, settings.model.path, backend_choice_of(settings.model, settings.engine));
   std::fprintf(stderr, "inflight serve: %s, %s\n", model->config().name.c_str(), model->describe().c_str());
   engine_options engine = settings.engine;
   engine.model_name = settings.server.model_name;

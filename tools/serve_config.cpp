@@ -38,6 +38,13 @@ class serve_config : public option_table {
              1, 3600, s.server.header_timeout);
     integer("max-connections", "open connections at most; beyond, a new one gets 503 with Retry-After", 1, 1 << 20,
             s.server.max_connections);
+    choice("log-requests", "FORMAT", "one line per request on stderr: text (logfmt key=value), json (one object per line) or off",
+           {"text", "json", "off"},
+           [&s] {
+             const net::request_log_format f = s.server.request_log;
+             return std::string(f == net::request_log_format::json ? "json" : f == net::request_log_format::off ? "off" : "text");
+           },
+           [&s](const std::string& name) { net::parse_request_log_format(name, s.server.request_log); });
     integer("max-ws-requests", "requests running at once on one WebSocket; beyond, an error frame (429)", 1, 4096,
             s.server.max_ws_requests);
     duration("shutdown-grace-s",
