@@ -41,6 +41,7 @@
 #include "atomic_file.hpp"
 #include "backend_choice.hpp"
 #include "cli_options.hpp"
+#include "sweep_progress.hpp"
 #include "inflight/cuda_backend.hpp"
 #include "inflight/chat_template.hpp"
 #include "inflight/cpu_backend.hpp"
@@ -409,6 +410,16 @@ int run_seed(int argc, char** argv) {
               "| continuous steps | overhead | preemptions |\n"
               "|-----------:|----------:|-------------:|-----------------:|------:|---------------------:"
               "|-----------------:|---------:|------------:|\n");
+  // A point's work: the static run's padded decode slots plus the continuous run's tokens.
+  std::vector<double> work;
+  for (const int64_t max_tokens : max_tokens_list) {
+    const auto lengths = capped(uncapped, int32_t(max_tokens));
+    double tokens = 0;
+    for (const int32_t length : lengths) tokens += length;
+    work.push_back(double(ideal_static_steps(lengths, setup.max_batch)) * std::min<int32_t>(setup.max_batch, requests) +
+                   tokens);
+  }
+  cli::sweep_progress progress("bench_batching seed", work);
   std::ostringstream points;
   for (size_t p = 0; p < max_tokens_list.size(); ++p) {
     const int32_t max_tokens = int32_t(max_tokens_list[p]);
@@ -424,6 +435,9 @@ int run_seed(int argc, char** argv) {
                 continuous.stats.overhead_share(), static_cast<long long>(fixed.stats.preemptions),
                 static_cast<long long>(continuous.stats.preemptions));
     std::fflush(stdout);
+    char what[96];
+    std::snprintf(what, sizeof what, "max_tokens %d: %.2fx", max_tokens, ratio);
+    progress.point_done(p, what);
     const auto run_json = [](const batch_run& run) {
       std::ostringstream out;
       out << "{\"tokens_per_s\": " << run.tokens_per_second() << ", \"wall_s\": " << run.wall_seconds
@@ -474,6 +488,9 @@ int run_latency(int argc, char** argv) {
               requests, prompt_len, mean_tokens, max_tokens, setup.max_batch);
   std::printf("| rate req/s | TTFT p50 ms | TTFT p99 ms | TPOT p50 ms | TPOT p99 ms | tok/s | overhead |\n"
               "|-----------:|------------:|------------:|------------:|------------:|------:|---------:|\n");
+  std::vector<double> work;  // a point lasts about as long as its arrivals are spread
+  for (const double rate : rates) work.push_back(requests / rate + 1);
+  cli::sweep_progress progress("bench_batching latency", work);
   std::ostringstream points;
   for (size_t r = 0; r < rates.size(); ++r) {
     const double rate = rates[r];
@@ -514,6 +531,9 @@ int run_latency(int argc, char** argv) {
     std::printf("| %10.4g | %11.1f | %11.1f | %11.2f | %11.2f | %5.0f | %8.3f |\n", rate, ttft50, ttft99, tpot50, tpot99,
                 throughput, stats.overhead_share());
     std::fflush(stdout);
+    char what[96];
+    std::snprintf(what, sizeof what, "rate %.4g req/s: %.0f tokens/s", rate, throughput);
+    progress.point_done(r, what);
     points << (r ? ",\n    " : "") << "{\"rate\": " << rate << ", \"ttft_ms_p50\": " << ttft50
            << ", \"ttft_ms_p99\": " << ttft99 << ", \"tpot_ms_p50\": " << tpot50 << ", \"tpot_ms_p99\": " << tpot99
            << ", \"tokens_per_s\": " << throughput << ", \"generated_tokens\": " << generated << ", \"wall_s\": " << wall

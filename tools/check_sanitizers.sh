@@ -39,8 +39,8 @@ if [ $mode = thread ]; then
   link_flags="-fsanitize=thread"
   caf=$build_dir/caf
   [ -f "$caf/lib/libcaf_core.so" ] || bash "$repo_root/tools/build_caf.sh" thread "$caf"
-  # The forward pass's arithmetic uninstrumented (model/CMakeLists.txt says why), CAF instrumented.
-  extra_options=(-DINFLIGHT_SANITIZE_KERNELS=OFF -DCAF_INCLUDE_DIR="$caf/include"
+  # The forward pass's arithmetic uninstrumented (model/CMakeLists.txt says why), CAF and xgrammar instrumented.
+  extra_options=(-DINFLIGHT_SANITIZE_KERNELS=OFF -DINFLIGHT_SANITIZE_XGRAMMAR=ON -DCAF_INCLUDE_DIR="$caf/include"
                -DCAF_CORE_LIBRARY="$caf/lib/libcaf_core.so" -DCAF_IO_LIBRARY="$caf/lib/libcaf_io.so"
                -DCAF_OPENSSL_LIBRARY="$caf/lib/libcaf_openssl.so")
   targets=("${thread_suites[@]}")

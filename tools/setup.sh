@@ -23,8 +23,9 @@ model_dir=$repo_root/models
 # iproute2, openssl: the cluster tests make network namespaces and throwaway TLS certificates.
 # curl, ca-certificates: tools/fetch_xgrammar.sh downloads xgrammar's source release from PyPI.
 packages=(build-essential cmake ninja-build ccache pkg-config curl ca-certificates libpcre2-dev doctest-dev libcaf-dev libsimdjson-dev libboost-dev libssl-dev iproute2 openssl python3 python3-pip python3-venv)
-# --tests: chromium and chromium-driver run the chat page's test in a real browser (tests/e2e/chat_browser_test.py).
-((for_tests)) && packages+=(chromium chromium-driver)
+# --tests: chromium and chromium-driver run the chat page's test in a real browser (tests/e2e/chat_browser_test.py);
+# python3-matplotlib draws the figures of tools/figures.py, which a test runs at toy size.
+((for_tests)) && packages+=(chromium chromium-driver python3-matplotlib)
 missing=()
 for pkg in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
