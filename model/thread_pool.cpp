@@ -23,6 +23,12 @@ namespace {
 constexpr int spins_before_yield = 128;
 constexpr int yields_before_sleep = 64;
 
+// Lost wake-ups: a waker stores the new value and then asks whether anyone sleeps (libstdc++'s
+// notify reads its waiter count with a seq_cst load); a sleeper registers (a seq_cst add) and then reads
+// the value. Both sides must be seq_cst for one of them to see the other: with a release store, the
+// C++ model (and x86's store buffer) lets the waker's check pass its store, so both could miss each other
+// and the sleeper would wait forever. Every store that may wake someone below is seq_cst, and so are the
+// loads here.
 template <class T, class Done>
 void spin_then_wait(const std::atomic<T>& value, Done done) {
   for (int spins = 0; spins < spins_before_yield; ++spins) {
@@ -33,8 +39,8 @@ void spin_then_wait(const std::atomic<T>& value, Done done) {
     if (done(value.load(std::memory_order_acquire))) return;
     std::this_thread::yield();
   }
-  for (T seen = value.load(std::memory_order_acquire); !done(seen); seen = value.load(std::memory_order_acquire)) {
-    value.wait(seen, std::memory_order_acquire);
+  for (T seen = value.load(std::memory_order_seq_cst); !done(seen); seen = value.load(std::memory_order_seq_cst)) {
+    value.wait(seen, std::memory_order_seq_cst);
   }
 }
 
@@ -75,7 +81,7 @@ thread_pool::thread_pool(int num_threads) {
 
 void thread_pool::stop_workers() {
   stopping_.store(true, std::memory_order_release);
-  generation_.fetch_add(1, std::memory_order_acq_rel);
+  generation_.fetch_add(1, std::memory_order_seq_cst);
   generation_.notify_all();
   for (auto& worker : workers_) worker.join();
   workers_.clear();
@@ -91,7 +97,7 @@ void thread_pool::run_erased(void* context, task_fn task) {
   task_context_ = context;
   task_ = task;
   running_.store(num_threads_ - 1, std::memory_order_relaxed);
-  generation_.fetch_add(1, std::memory_order_acq_rel);
+  generation_.fetch_add(1, std::memory_order_seq_cst);
   generation_.notify_all();
   invoke(task, context, 0);
   spin_then_wait(running_, [](int running) { return running == 0; });
@@ -104,7 +110,7 @@ void thread_pool::worker_loop(int thread_index, uint64_t seen) {
     seen = generation_.load(std::memory_order_acquire);
     if (stopping_.load(std::memory_order_acquire)) return;
     invoke(task_, task_context_, thread_index);
-    if (running_.fetch_sub(1, std::memory_order_acq_rel) == 1) running_.notify_all();
+    if (running_.fetch_sub(1, std::memory_order_seq_cst) == 1) running_.notify_all();
   }
 }
 
@@ -113,7 +119,7 @@ void thread_pool::barrier() {
   const uint32_t phase = barrier_phase_.load(std::memory_order_acquire);
   if (barrier_count_.fetch_add(1, std::memory_order_acq_rel) == num_threads_ - 1) {
     barrier_count_.store(0, std::memory_order_relaxed);
-    barrier_phase_.store(phase + 1, std::memory_order_release);
+    barrier_phase_.store(phase + 1, std::memory_order_seq_cst);
     barrier_phase_.notify_all();  // a futex wake only when someone sleeps (libstdc++ counts waiters)
     return;
   }

@@ -256,15 +256,11 @@ std::optional<api_error> read_field(endpoint kind, std::string_view key, value& 
     raw.has_stream_options = true;
     simdjson::ondemand::object options;
     if (v.get_object().get(options)) return wrong_type(name, "an object");
-    for (auto field : options) {
-      std::string_view option;
-      value item;
-      if (field.unescaped_key().get(option) || field.value().get(item)) return bad(name, "'stream_options' is not valid JSON");
+    return for_each_member(options, name, [&](std::string_view option, value& item) -> std::optional<api_error> {
       const std::string option_name = "stream_options." + std::string(option);
       if (option != "include_usage") return bad(option_name, "'" + option_name + "' is not supported (only include_usage)");
-      if (auto error = read_bool(item, option_name, out.include_usage)) return error;
-    }
-    return std::nullopt;
+      return read_bool(item, option_name, out.include_usage);
+    });
   }
   // What would change the answer and is not honoured is refused (request_field_policy.hpp); the rest of
   // the fields nobody here reads are ignored, as OpenAI-compatible servers do.

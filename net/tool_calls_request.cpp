@@ -20,27 +20,20 @@ std::optional<api_error> read_message_tool_calls(value& v, std::vector<tool_call
     simdjson::ondemand::object call;
     if (element.get_object().get(call)) return bad("messages", "each of 'tool_calls' must be an object");
     tool_call parsed;
-    for (auto field : call) {
-      std::string_view key;
-      value item;
-      if (field.unescaped_key().get(key) || field.value().get(item)) return bad("messages", "'messages' is not valid JSON");
-      if (key == "id") {
-        if (auto error = read_string(item, "messages", parsed.id)) return error;
-      } else if (key == "function") {
-        simdjson::ondemand::object function;
-        if (item.get_object().get(function)) return bad("messages", "a tool call's 'function' must be an object");
-        for (auto member : function) {
-          std::string_view name;
-          value member_value;
-          if (member.unescaped_key().get(name) || member.value().get(member_value))
-            return bad("messages", "'messages' is not valid JSON");
-          if (name == "name" && read_string(member_value, "messages", parsed.name))
-            return bad("messages", "a tool call's function 'name' must be a string");
-          if (name == "arguments" && read_string(member_value, "messages", parsed.arguments))
-            return bad("messages", "a tool call's 'arguments' must be a string holding JSON");
-        }
-      }
-    }
+    auto error = for_each_member(call, "messages", [&](std::string_view key, value& item) -> std::optional<api_error> {
+      if (key == "id") return read_string(item, "messages", parsed.id);
+      if (key != "function") return std::nullopt;
+      simdjson::ondemand::object function;
+      if (item.get_object().get(function)) return bad("messages", "a tool call's 'function' must be an object");
+      return for_each_member(function, "messages", [&](std::string_view name, value& member) -> std::optional<api_error> {
+        if (name == "name" && read_string(member, "messages", parsed.name))
+          return bad("messages", "a tool call's function 'name' must be a string");
+        if (name == "arguments" && read_string(member, "messages", parsed.arguments))
+          return bad("messages", "a tool call's 'arguments' must be a string holding JSON");
+        return std::nullopt;
+      });
+    });
+    if (error) return error;
     if (parsed.name.empty()) return bad("messages", "each of 'tool_calls' needs a function name");
     out.push_back(std::move(parsed));
   }
@@ -57,33 +50,25 @@ std::optional<api_error> read_tools(value& v, std::vector<tool_function>& out) {
     if (element.get_object().get(tool)) return bad("tools", "each tool must be an object");
     tool_function parsed;
     std::string type;
-    for (auto field : tool) {
-      std::string_view key;
-      value item;
-      if (field.unescaped_key().get(key) || field.value().get(item)) return bad("tools", "'tools' is not valid JSON");
-      if (key == "type") {
-        if (auto error = read_string(item, "tools", type)) return error;
-      } else if (key == "function") {
-        simdjson::ondemand::object function;
-        if (item.get_object().get(function)) return bad("tools", "a tool's 'function' must be an object");
-        for (auto member : function) {
-          std::string_view name;
-          value member_value;
-          if (member.unescaped_key().get(name) || member.value().get(member_value)) return bad("tools", "'tools' is not valid JSON");
-          if (name == "name") {
-            if (auto error = read_string(member_value, "tools", parsed.name)) return error;
-          } else if (name == "description") {
-            if (auto error = read_string(member_value, "tools", parsed.description)) return error;
-          } else if (name == "parameters") {
-            simdjson::ondemand::object parameters;
-            std::string_view text;
-            if (member_value.get_object().get(parameters) || parameters.raw_json().get(text))
-              return bad("tools", "a function's 'parameters' must be a JSON Schema object");
-            parsed.parameters.assign(text);
-          }  // strict: the arguments are always held to the schema when a call is required
+    auto error = for_each_member(tool, "tools", [&](std::string_view key, value& item) -> std::optional<api_error> {
+      if (key == "type") return read_string(item, "tools", type);
+      if (key != "function") return std::nullopt;
+      simdjson::ondemand::object function;
+      if (item.get_object().get(function)) return bad("tools", "a tool's 'function' must be an object");
+      return for_each_member(function, "tools", [&](std::string_view name, value& member) -> std::optional<api_error> {
+        if (name == "name") return read_string(member, "tools", parsed.name);
+        if (name == "description") return read_string(member, "tools", parsed.description);
+        if (name == "parameters") {
+          simdjson::ondemand::object parameters;
+          std::string_view text;
+          if (member.get_object().get(parameters) || parameters.raw_json().get(text))
+            return bad("tools", "a function's 'parameters' must be a JSON Schema object");
+          parsed.parameters.assign(text);
         }
-      }
-    }
+        return std::nullopt;  // strict: the arguments are always held to the schema when a call is required
+      });
+    });
+    if (error) return error;
     if (type != "function") return bad("tools", "only tools of type 'function' are supported");
     const bool valid_name = !parsed.name.empty() && parsed.name.size() <= 64 &&
                             std::all_of(parsed.name.begin(), parsed.name.end(), [](char c) {
@@ -112,17 +97,16 @@ std::optional<api_error> read_tool_choice(value& v, std::optional<std::string>& 
   simdjson::ondemand::object object;
   if (v.get_object().get(object)) return wrong_type("tool_choice", "a string or an object");
   std::string name;
-  for (auto field : object) {
-    std::string_view key;
-    value item;
-    if (field.unescaped_key().get(key) || field.value().get(item)) return bad("tool_choice", "'tool_choice' is not valid JSON");
-    if (key != "function") continue;
+  auto error = for_each_member(object, "tool_choice", [&](std::string_view key, value& item) -> std::optional<api_error> {
+    if (key != "function") return std::nullopt;
     simdjson::ondemand::object function;
     std::string_view text;
     if (item.get_object().get(function) || function["name"].get_string().get(text))
       return bad("tool_choice", "'tool_choice' must name a function: {\"type\": \"function\", \"function\": {\"name\": ...}}");
     name.assign(text);
-  }
+    return std::nullopt;
+  });
+  if (error) return error;
   if (name.empty()) return bad("tool_choice", "'tool_choice' must name a function");
   out = "function:" + name;
   return std::nullopt;

@@ -37,13 +37,20 @@ def log(message):
     sys.stderr.flush()
 
 
-def ensure_matplotlib():
-    if subprocess.run([sys.executable, "-c", "import matplotlib"], capture_output=True).returncode == 0:
-        return
+def plotting_python():
+    """A python3 that has matplotlib: this one, else Debian's (installing python3-matplotlib if needed)."""
+    def has_matplotlib(python):
+        return subprocess.run([python, "-c", "import matplotlib"], capture_output=True).returncode == 0
+    for python in (sys.executable, "/usr/bin/python3"):
+        if os.access(python, os.X_OK) and has_matplotlib(python):
+            return python
     log("installing python3-matplotlib (Debian) for the plots")
     as_root = [] if os.geteuid() == 0 else ["sudo"]
     subprocess.run([*as_root, "env", "DEBIAN_FRONTEND=noninteractive", "apt-get", "install", "-y", "-qq",
                     "--no-install-recommends", "python3-matplotlib"], check=True)
+    if not has_matplotlib("/usr/bin/python3"):
+        sys.exit("figures: /usr/bin/python3 has no matplotlib even after installing python3-matplotlib")
+    return "/usr/bin/python3"
 
 
 def ensure_venv():
@@ -78,11 +85,11 @@ def run_tee(command, table_path):
 
 
 def seed(out_dir, extra):
-    ensure_matplotlib()
+    plotter = plotting_python()
     json_path = os.path.join(out_dir, "seed.json")
     run_tee([binary("bench_batching"), "seed", "--json", json_path, *extra], os.path.join(out_dir, "seed.txt"))
     png = os.path.join(out_dir, "seed.png")
-    subprocess.run([sys.executable, os.path.join(TOOLS, "plot_batching.py"), json_path, png], check=True,
+    subprocess.run([plotter, os.path.join(TOOLS, "plot_batching.py"), json_path, png], check=True,
                    stdout=subprocess.DEVNULL)
     print(f"\nwrote {json_path}, {os.path.join(out_dir, 'seed.txt')} and {png}")
 
@@ -122,7 +129,7 @@ class Server:
 
 
 def serving(out_dir, clients, requests_per_client, serve_args, extra):
-    ensure_matplotlib()
+    plotter = plotting_python()
     ensure_venv()
     server = Server(shlex.split(serve_args))
     started, files = time.monotonic(), []
@@ -159,7 +166,7 @@ def serving(out_dir, clients, requests_per_client, serve_args, extra):
     with open(os.path.join(out_dir, "serving.txt"), "w") as out:
         out.write(table)
     png = os.path.join(out_dir, "serving.png")
-    subprocess.run([sys.executable, os.path.join(TOOLS, "plot_serving.py"), png, *files], check=True,
+    subprocess.run([plotter, os.path.join(TOOLS, "plot_serving.py"), png, *files], check=True,
                    stdout=subprocess.DEVNULL)
     print(f"wrote {', '.join(os.path.basename(f) for f in files)}, serving.txt and {png}")
 
