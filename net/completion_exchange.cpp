@@ -293,12 +293,7 @@ awaitable<bool> completion_exchange(server_state& server, beast::tcp_stream& str
   }
   server.forget(ids);
   state->finished = true;  // the disconnect watcher stands down
-  for (size_t c = 0; c < num_choices; ++c) {
-    const char* reason = finals[c].error != request_error::none ? "error" : openai_finish_reason(finals[c].reason);
-    log.finish += (c ? "," : "") + std::string(reason ? reason : "-");
-    log.prompt_tokens += c % size_t(req.n) == 0 ? finals[c].prompt_tokens : 0;
-    log.completion_tokens += finals[c].completion_tokens;
-  }
+  log_outcomes(log, finals, req.n);
   if (client_gone && log.error.empty()) log.error = "the client disconnected";
 
   // The first error, if any choice failed before or while generating.

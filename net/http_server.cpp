@@ -15,6 +15,15 @@ api_error make_error(int status, std::string message, std::string type, std::str
   return api_error{status, std::move(message), std::move(type), std::move(param)};
 }
 
+void log_outcomes(request_log_entry& entry, std::span<const generation_final> finals, int32_t n) {
+  for (size_t c = 0; c < finals.size(); ++c) {
+    const char* reason = finals[c].error != request_error::none ? "error" : openai_finish_reason(finals[c].reason);
+    entry.finish += (c ? "," : "") + std::string(reason ? reason : "-");
+    if (c % size_t(n) == 0) entry.prompt_tokens += finals[c].prompt_tokens;
+    entry.completion_tokens += finals[c].completion_tokens;
+  }
+}
+
 api_error engine_error(const generation_final& result) {
   switch (result.error) {
     case request_error::queue_full: return make_error(429, result.message, "rate_limit_exceeded");

@@ -25,6 +25,7 @@
 #include <memory>
 #include <mutex>
 #include <set>
+#include <span>
 #include <string>
 #include <string_view>
 #include <thread>
@@ -83,6 +84,9 @@ api_error make_error(int status, std::string message, std::string type = "invali
 // 500 engine failure, 502 the engine node died under it, 503 no engine node available.
 api_error engine_error(const generation_final& result);
 std::string error_json(const api_error& error);
+// A finished request's outcome into its log line: the choices' finish reasons ("error" for a failed one),
+// the prompt tokens once per prompt (choice c is prompt c / n), the completion tokens of all.
+void log_outcomes(request_log_entry& entry, std::span<const generation_final> finals, int32_t n);
 // Seconds a client should wait before retrying a refusal with this status (Retry-After); 0: no header.
 int retry_after_seconds(int status);
 

@@ -50,13 +50,7 @@ void log_ws_request(const server_state& server, const std::string& client_id, co
   entry.status = error ? error->status : 200;
   entry.stream = true;
   entry.choices = int(request.finals.size());
-  for (size_t c = 0; c < request.finals.size(); ++c) {
-    const generation_final& final_event = request.finals[c];
-    const char* reason = final_event.error != request_error::none ? "error" : openai_finish_reason(final_event.reason);
-    entry.finish += (c ? "," : "") + std::string(reason ? reason : "-");
-    entry.prompt_tokens += c % size_t(request.n) == 0 ? final_event.prompt_tokens : 0;
-    entry.completion_tokens += final_event.completion_tokens;
-  }
+  log_outcomes(entry, request.finals, request.n);
   entry.ttft_ms = request.ttft_ms;
   entry.total_ms = std::chrono::duration<double, std::milli>(clock::now() - request.started_at).count();
   if (error) entry.error = error->message;

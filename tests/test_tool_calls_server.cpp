@@ -18,11 +18,11 @@ namespace {
 // The server over the real model, made to write `script` (then end of sequence) when decoding greedily.
 struct scripted_server {
   test_server served;
+  // test_server sets its tokenizer before it calls the wrapper, so the wrapper may use it.
   explicit scripted_server(const std::string& script)
-      : served({}, {}, [&script](std::unique_ptr<backend> inner) -> std::unique_ptr<backend> {
-          auto file = gguf::gguf_file::open(INFLIGHT_DEFAULT_MODEL);
-          const auto tok = tokenizer::from_gguf(*file);
-          return std::make_unique<script_backend>(std::move(inner), tok->encode(script, false), tok->eos_id());
+      : served({}, {}, [this, &script](std::unique_ptr<backend> inner) -> std::unique_ptr<backend> {
+          return std::make_unique<script_backend>(std::move(inner), served.tok->encode(script, false),
+                                                  served.tok->eos_id());
         }) {}
 };
 
