@@ -1,7 +1,5 @@
 // `inflight generate`: load a GGUF model, run one prompt, stream the answer to stdout, and print prompt
 // and generation speed to stderr.
-#include <unistd.h>
-
 #include <algorithm>
 #include <chrono>
 #include <cstdio>

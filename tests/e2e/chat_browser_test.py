@@ -12,10 +12,8 @@ as text (no HTML is ever run), and shows a clear message when the server needs a
 without it; with /?api_key=KEY it works) and when the server is gone. The last screenshot is left at
 SCREENSHOT_PATH. Exits 77 (ctest: skipped) with a message when Chromium or its driver is not installed.
 """
-import io
 import os
 import re
-import shutil
 import sys
 import time
 import urllib.request
