@@ -263,10 +263,11 @@ awaitable<bool> completion_exchange(server_state& server, beast::tcp_stream& str
           // The held text decides: calls (one chunk for them), or text after all (sent before the finish).
           // (With calls, the text streamed before them was the content; what the model wrote around the
           // blocks after the first one is dropped from a stream.)
-          const std::string held = tools.mode == tool_mode::automatic ? splitters[c].held() : texts[c];
           parse_calls(c);
           const bool any_calls = !calls[c].empty();
-          const std::string rest = any_calls ? std::string() : held;
+          const std::string rest = any_calls                             ? std::string()
+                                   : tools.mode == tool_mode::automatic ? splitters[c].held()
+                                                                         : texts[c];
           if (any_calls || !rest.empty()) {
             logprobs[c].samples = samples[c];
             choice_output pending{event.index, rest, engine::finish_reason::none, want_logprobs ? &logprobs[c] : nullptr,
